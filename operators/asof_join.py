@@ -1,0 +1,413 @@
+"""``asof_join``: enrich each click with the profile version valid at its event time.
+
+Semantics
+---------
+A click with event time ``T`` is matched with its user's profile version whose
+event time ``V`` is the latest one ``<= T``, provided ``T - V <= ttl``;
+otherwise it is unmatched. Each click yields exactly one :class:`JoinResult`.
+
+The result must not depend on how the reading of the two topics interleaves.
+So a click is *resolved* only once the profiles input as a whole has passed
+its event time (the profile watermark reaches ``T``), or once it has waited
+``wait`` of processing time, or at end of input, whichever comes first.
+
+How the watermark works
+-----------------------
+Bytewax state is per key, but the watermark is global. The join therefore
+keeps its state in a fixed number of *shards* (keys ``shard-000`` ...), each
+holding many users (``crc32(user_id) % shards``, stable across processes and
+restarts). Every input batch carries its partition's reader position (see
+:mod:`operators.kafka_source`); the router sends a batch's records to their
+shards *with* that position, and broadcasts the position alone to every other
+shard (at most every ``progress_interval`` per partition, and always when the
+status changes). Bytewax delivers items from one upstream worker to one
+downstream worker in order, so when a shard sees "partition p has reached
+event time W", it has already received every record of p up to W.
+
+A partition's watermark is the largest event time read from it; a partition
+whose reader is caught up and tailing counts as "now" (the wall clock of its
+last poll), so an idle profiles topic never holds clicks back; a finished
+partition (``KAFKA_TAIL=false``) counts as the end of time. An input's
+watermark is the minimum over all its partitions (unknown partitions hold it
+at the beginning of time).
+
+State stays bounded: with ``H`` = click watermark minus ``lateness`` (and never
+past the oldest click still waiting), a version superseded by one at or before
+``H`` is dropped, and a user whose newest version expired before ``H`` is
+dropped entirely.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+
+from operators.records import (
+    BEGINNING_OF_TIME_MS,
+    END_OF_TIME_MS,
+    Click,
+    DecodedBatch,
+    JoinResult,
+    PartitionStatus,
+    ProfileVersion,
+)
+
+CLICKS = 0
+PROFILES = 1
+
+
+class ShardInput(NamedTuple):
+    """Part of one source batch, for one shard: its records and the position."""
+
+    side: int  # CLICKS or PROFILES
+    partition: int
+    partition_count: int
+    items: list
+    max_event_ms: Optional[int]
+    status: PartitionStatus
+    polled_at_ms: int
+
+
+def shard_key(user_id: str, shards: int) -> str:
+    """The state shard of a user: stable across processes, workers and restarts."""
+    return f"shard-{zlib.crc32(user_id.encode()) % shards:03d}"
+
+
+class ShardRouter:
+    """Splits decoded batches into per-shard inputs and spreads progress to all shards."""
+
+    def __init__(self, side: int, shards: int, progress_interval_s: float):
+        self.side = side
+        self.keys = [f"shard-{i:03d}" for i in range(shards)]
+        self.shards = shards
+        self.interval = progress_interval_s
+        # (partition) -> (monotonic time of last broadcast, status then)
+        self._last: Dict[int, Tuple[float, PartitionStatus]] = {}
+
+    def route(self, batch: DecodedBatch) -> List[Tuple[str, ShardInput]]:
+        shards = self.shards
+        keys = self.keys
+        crc32 = zlib.crc32
+        groups: Dict[int, list] = {}
+        for item in batch.items:
+            index = crc32(item.user_id.encode()) % shards
+            group = groups.get(index)
+            if group is None:
+                groups[index] = [item]
+            else:
+                group.append(item)
+        side = self.side
+        out = [
+            (
+                keys[index],
+                ShardInput(
+                    side,
+                    batch.partition,
+                    batch.partition_count,
+                    items,
+                    batch.max_event_ms,
+                    batch.status,
+                    batch.polled_at_ms,
+                ),
+            )
+            for index, items in groups.items()
+        ]
+        now = time.monotonic()
+        last = self._last.get(batch.partition)
+        if last is None or last[1] != batch.status or now - last[0] >= self.interval:
+            self._last[batch.partition] = (now, batch.status)
+            progress = ShardInput(
+                side,
+                batch.partition,
+                batch.partition_count,
+                [],
+                batch.max_event_ms,
+                batch.status,
+                batch.polled_at_ms,
+            )
+            out.extend((keys[i], progress) for i in range(shards) if i not in groups)
+        return out
+
+
+class InputProgress:
+    """The event-time watermark of one input (all partitions of one topic)."""
+
+    __slots__ = ("partition_wm", "partition_count", "watermark")
+
+    def __init__(self, state=None):
+        if state is None:
+            self.partition_wm: Dict[int, int] = {}
+            self.partition_count = 0
+        else:
+            self.partition_wm, self.partition_count = dict(state[0]), state[1]
+        self.watermark = self._compute()
+
+    def update(self, inp: ShardInput) -> int:
+        status = inp.status
+        if status == PartitionStatus.FINISHED:
+            wm = END_OF_TIME_MS
+        else:
+            wm = BEGINNING_OF_TIME_MS if inp.max_event_ms is None else inp.max_event_ms
+            if status == PartitionStatus.CAUGHT_UP and inp.polled_at_ms > wm:
+                wm = inp.polled_at_ms
+        old = self.partition_wm.get(inp.partition, BEGINNING_OF_TIME_MS)
+        if wm > old or inp.partition not in self.partition_wm:
+            self.partition_wm[inp.partition] = max(wm, old)
+            self.partition_count = inp.partition_count
+            self.watermark = self._compute()
+        elif inp.partition_count != self.partition_count:
+            self.partition_count = inp.partition_count
+            self.watermark = self._compute()
+        return self.watermark
+
+    def _compute(self) -> int:
+        if self.partition_count == 0 or len(self.partition_wm) < self.partition_count:
+            return BEGINNING_OF_TIME_MS
+        return min(self.partition_wm.values())
+
+    def snapshot(self):
+        return (dict(self.partition_wm), self.partition_count)
+
+
+class AsofJoinState(NamedTuple):
+    """What a shard snapshots for recovery (all values immutable or copied)."""
+
+    versions: Dict[str, Tuple[ProfileVersion, ...]]
+    expiry: List[Tuple[int, str]]
+    pending: Dict[int, Tuple[Click, float]]
+    seq: int
+    clicks_progress: tuple
+    profiles_progress: tuple
+
+
+class AsofJoinLogic(op.StatefulBatchLogic):
+    """One shard of the as-of join: profile versions and clicks waiting to resolve."""
+
+    def __init__(self, ttl_ms: int, wait_s: float, lateness_ms: int, state: Optional[AsofJoinState]):
+        self.ttl_ms = ttl_ms
+        self.wait_s = wait_s
+        self.lateness_ms = lateness_ms
+        if state is None:
+            self.versions: Dict[str, Tuple[ProfileVersion, ...]] = {}
+            self.expiry: List[Tuple[int, str]] = []
+            self.pending: Dict[int, Tuple[Click, float]] = {}
+            self.seq = 0
+            self.clicks = InputProgress()
+            self.profiles = InputProgress()
+        else:
+            self.versions = dict(state.versions)
+            self.expiry = list(state.expiry)
+            self.pending = dict(state.pending)
+            self.seq = state.seq
+            self.clicks = InputProgress(state.clicks_progress)
+            self.profiles = InputProgress(state.profiles_progress)
+        # Indexes over `pending`, rebuilt on restore; stale entries are skipped.
+        self.by_time: List[Tuple[int, int]] = [(c.ts_ms, s) for s, (c, _) in self.pending.items()]
+        heapq.heapify(self.by_time)
+        self.by_deadline = deque(
+            sorted(((d, s) for s, (_, d) in self.pending.items()))
+        )
+        #: Counters for observability (not snapshotted).
+        self.evicted_versions = 0
+
+    # -- profiles ---------------------------------------------------------
+    def _insert(self, version: ProfileVersion, horizon: int) -> None:
+        user = version.user_id
+        versions = self.versions.get(user)
+        ts = version.ts_ms
+        # Every version gets an expiry entry: when it pops, the user's
+        # superseded versions are trimmed or the whole user is dropped.
+        heapq.heappush(self.expiry, (ts + self.ttl_ms, user))
+        if not versions or ts > versions[-1].ts_ms:
+            versions = (versions or ()) + (version,)
+        else:
+            # Out of order or same time: keep sorted; the later read wins a tie.
+            kept = [v for v in versions if v.ts_ms != ts]
+            kept.append(version)
+            kept.sort(key=lambda v: v.ts_ms)
+            versions = tuple(kept)
+        while len(versions) > 1 and versions[1].ts_ms <= horizon:
+            versions = versions[1:]
+            self.evicted_versions += 1
+        self.versions[user] = versions
+
+    # -- clicks -----------------------------------------------------------
+    def _resolve(self, click: Click) -> JoinResult:
+        versions = self.versions.get(click.user_id)
+        if versions:
+            ts = click.ts_ms
+            for version in reversed(versions):
+                if version.ts_ms <= ts:
+                    if ts - version.ts_ms <= self.ttl_ms:
+                        return JoinResult(click, version)
+                    break
+        return JoinResult(click, None)
+
+    def _resolve_ready(self, out: List[JoinResult]) -> None:
+        watermark = self.profiles.watermark
+        by_time = self.by_time
+        pending = self.pending
+        while by_time and by_time[0][0] <= watermark:
+            _, seq = heapq.heappop(by_time)
+            entry = pending.pop(seq, None)
+            if entry is not None:
+                out.append(self._resolve(entry[0]))
+
+    def _horizon(self) -> int:
+        horizon = self.clicks.watermark
+        if horizon >= END_OF_TIME_MS:
+            horizon = END_OF_TIME_MS
+        else:
+            horizon -= self.lateness_ms
+        by_time = self.by_time
+        while by_time and by_time[0][1] not in self.pending:
+            heapq.heappop(by_time)
+        if by_time and by_time[0][0] < horizon:
+            horizon = by_time[0][0]
+        return horizon
+
+    def _evict(self, horizon: int) -> None:
+        expiry = self.expiry
+        versions = self.versions
+        ttl = self.ttl_ms
+        while expiry and expiry[0][0] < horizon:
+            _, user = heapq.heappop(expiry)
+            current = versions.get(user)
+            if current is None:
+                continue
+            if current[-1].ts_ms + ttl < horizon:
+                del versions[user]
+                self.evicted_versions += len(current)
+            elif len(current) > 1 and current[1].ts_ms <= horizon:
+                kept = current
+                while len(kept) > 1 and kept[1].ts_ms <= horizon:
+                    kept = kept[1:]
+                versions[user] = kept
+                self.evicted_versions += len(current) - len(kept)
+
+    # -- Bytewax callbacks -------------------------------------------------
+    def on_batch(self, values: List[ShardInput]):
+        out: List[JoinResult] = []
+        horizon = self._horizon()
+        for inp in values:
+            if inp.side == PROFILES:
+                for version in inp.items:
+                    self._insert(version, horizon)
+                self.profiles.update(inp)
+            else:
+                if inp.items:
+                    watermark = self.profiles.watermark
+                    deadline = time.time() + self.wait_s
+                    for click in inp.items:
+                        if click.ts_ms <= watermark:
+                            out.append(self._resolve(click))
+                        else:
+                            seq = self.seq
+                            self.seq = seq + 1
+                            self.pending[seq] = (click, deadline)
+                            heapq.heappush(self.by_time, (click.ts_ms, seq))
+                            self.by_deadline.append((deadline, seq))
+                self.clicks.update(inp)
+            self._resolve_ready(out)
+        self._evict(self._horizon())
+        return ([out] if out else []), False
+
+    def on_notify(self):
+        out: List[JoinResult] = []
+        now = time.time()
+        by_deadline = self.by_deadline
+        pending = self.pending
+        while by_deadline and by_deadline[0][0] <= now:
+            _, seq = by_deadline.popleft()
+            entry = pending.pop(seq, None)
+            if entry is not None:
+                out.append(self._resolve(entry[0]))
+        self._evict(self._horizon())
+        return ([out] if out else []), False
+
+    def on_eof(self):
+        out = [self._resolve(click) for click, _ in self.pending.values()]
+        self.pending.clear()
+        self.by_time.clear()
+        self.by_deadline.clear()
+        return ([out] if out else []), False
+
+    def notify_at(self) -> Optional[datetime]:
+        by_deadline = self.by_deadline
+        while by_deadline and by_deadline[0][1] not in self.pending:
+            by_deadline.popleft()
+        if not by_deadline:
+            return None
+        return datetime.fromtimestamp(by_deadline[0][0], tz=timezone.utc)
+
+    def snapshot(self) -> AsofJoinState:
+        return AsofJoinState(
+            dict(self.versions),
+            list(self.expiry),
+            dict(self.pending),
+            self.seq,
+            self.clicks.snapshot(),
+            self.profiles.snapshot(),
+        )
+
+    def state_size(self) -> Tuple[int, int, int]:
+        """(users, profile versions, clicks waiting) held by this shard."""
+        return (
+            len(self.versions),
+            sum(len(v) for v in self.versions.values()),
+            len(self.pending),
+        )
+
+
+@dataclass(frozen=True)
+class AsofJoinOut:
+    """Resolved clicks, in lists (one list per shard activation)."""
+
+    joined: Stream[List[JoinResult]]
+
+
+@operator
+def asof_join(
+    step_id: str,
+    clicks: Stream[DecodedBatch],
+    profiles: Stream[DecodedBatch],
+    *,
+    ttl: timedelta,
+    wait: timedelta,
+    lateness: timedelta,
+    shards: int = 16,
+    progress_interval: timedelta = timedelta(milliseconds=100),
+) -> AsofJoinOut:
+    """Event-time as-of join of decoded click batches with profile batches.
+
+    :arg ttl: a version older than this at the click's event time does not match.
+    :arg wait: processing time a click waits for the profile watermark.
+    :arg lateness: how far behind the click watermark clicks may still arrive
+        and find the versions they need (older versions are evicted).
+    :arg shards: number of state shards; keep it fixed for a recovery store.
+    """
+    if shards < 1:
+        raise ValueError("shards must be >= 1")
+    interval_s = progress_interval.total_seconds()
+    click_router = ShardRouter(CLICKS, shards, interval_s)
+    profile_router = ShardRouter(PROFILES, shards, interval_s)
+    keyed_clicks = op.flat_map("route_clicks", clicks, click_router.route)
+    keyed_profiles = op.flat_map("route_profiles", profiles, profile_router.route)
+    keyed = op.merge("merge", keyed_clicks, keyed_profiles)
+    ttl_ms = int(ttl.total_seconds() * 1000)
+    lateness_ms = int(lateness.total_seconds() * 1000)
+    wait_s = wait.total_seconds()
+    joined = op.stateful_batch(
+        "shards",
+        keyed,
+        lambda state: AsofJoinLogic(ttl_ms, wait_s, lateness_ms, state),
+    )
+    return AsofJoinOut(op.key_rm("unkey", joined))

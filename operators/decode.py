@@ -1,0 +1,63 @@
+"""``decode``: turn raw source batches into valid records and dead letters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List, Tuple, Union
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+
+from operators.records import DeadLetter, Decoded, DecodedBatch, SourceBatch, SourceRecord
+
+#: A parser: (record, topic, processing time in epoch ms) -> valid record or DeadLetter.
+Parser = Callable[[SourceRecord, str, int], Union[Decoded, DeadLetter]]
+
+
+@dataclass(frozen=True)
+class DecodeOut:
+    """Valid records (still batched, with the source position) and dead letters."""
+
+    oks: Stream[DecodedBatch]
+    errs: Stream[List[DeadLetter]]
+
+
+def decode_batch(batch: SourceBatch, parse: Parser) -> Tuple[DecodedBatch, List[DeadLetter]]:
+    """Parse every record of a batch; nothing is dropped: each is ok or dead."""
+    oks: List[Decoded] = []
+    dead: List[DeadLetter] = []
+    max_ts = None
+    topic = batch.topic
+    now_ms = batch.polled_at_ms
+    for record in batch.records:
+        parsed = parse(record, topic, now_ms)
+        if type(parsed) is DeadLetter:
+            dead.append(parsed)
+        else:
+            oks.append(parsed)
+            if max_ts is None or parsed.ts_ms > max_ts:
+                max_ts = parsed.ts_ms
+    decoded = DecodedBatch(
+        topic,
+        batch.partition,
+        batch.partition_count,
+        oks,
+        max_ts,
+        batch.status,
+        batch.polled_at_ms,
+    )
+    return decoded, dead
+
+
+@operator
+def decode(step_id: str, up: Stream[SourceBatch], parse: Parser) -> DecodeOut:
+    """Validate each record of each batch with ``parse``.
+
+    Every batch comes out on ``oks`` (even when all its records were bad, so
+    the source's position still reaches downstream); each non-empty list of
+    rejected records comes out on ``errs``.
+    """
+    both = op.map("parse", up, lambda batch: decode_batch(batch, parse))
+    oks = op.map("oks", both, lambda pair: pair[0])
+    errs = op.filter_map("errs", both, lambda pair: pair[1] or None)
+    return DecodeOut(oks, errs)

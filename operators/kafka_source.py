@@ -1,0 +1,222 @@
+"""A Kafka source that emits batches and says where each partition's reader stands.
+
+Bytewax's own ``KafkaSource`` emits one item per message and never tells the
+dataflow whether it has caught up with a partition. The as-of join needs that
+(an idle, caught-up profiles topic must not hold clicks back), and per-item
+overhead is Bytewax's main cost. So this source:
+
+* emits one :class:`~operators.records.SourceBatch` per poll of a partition,
+  carrying the raw records and the reader's :class:`PartitionStatus`
+  (``READING``, ``CAUGHT_UP`` while tailing, ``FINISHED`` with ``tail=False``);
+* while caught up and idle, emits an empty batch every ``heartbeat_s`` so
+  downstream progress keeps moving with the wall clock;
+* keeps each partition's next offset as its snapshot (Bytewax recovery stores it
+  together with operator state), like ``KafkaSource``.
+
+Partitions are read by manual ``assign()``: no consumer group, no commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Dict, List, Optional
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from operators.records import PartitionStatus, SourceBatch, SourceRecord
+
+log = logging.getLogger(__name__)
+
+_EOF = KafkaError._PARTITION_EOF
+_NO_TIMESTAMP = 0  # confluent_kafka.TIMESTAMP_NOT_AVAILABLE
+_IDLE_BACKOFF = timedelta(milliseconds=5)
+
+
+class KafkaSourceError(RuntimeError):
+    """The source cannot read its topic (missing topic, broker error)."""
+
+
+def list_topic_partitions(config: Dict[str, str], topic: str, timeout_s: float = 10.0) -> int:
+    """Number of partitions of ``topic``; a clear error if it does not exist."""
+    admin = AdminClient(dict(config))
+    try:
+        metadata = admin.list_topics(topic, timeout=timeout_s)
+    except Exception as exc:  # KafkaException: broker unreachable
+        raise KafkaSourceError(
+            f"cannot list partitions of topic {topic!r} at "
+            f"{config.get('bootstrap.servers')}: {exc}"
+        ) from exc
+    meta = metadata.topics.get(topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        reason = meta.error.str() if meta is not None and meta.error else "no partitions"
+        raise KafkaSourceError(
+            f"topic {topic!r} is not usable at {config.get('bootstrap.servers')}: {reason} "
+            "(create it first)"
+        )
+    return len(meta.partitions)
+
+
+class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
+    def __init__(
+        self,
+        config: Dict[str, str],
+        topic: str,
+        partition: int,
+        partition_count: int,
+        next_offset: int,
+        tail: bool,
+        batch_size: int,
+        heartbeat_s: float,
+    ):
+        self._topic = topic
+        self._partition = partition
+        self._partition_count = partition_count
+        self._offset = next_offset
+        self._tail = tail
+        self._batch_size = batch_size
+        self._heartbeat_s = heartbeat_s
+        self._status = PartitionStatus.READING
+        self._last_emit = 0.0
+        self._done = False
+        self._idle = False
+        consumer_config = {
+            "group.id": "clickstream-dataflows-unused",
+            "enable.auto.commit": "false",
+            "enable.auto.offset.store": "false",
+            "enable.partition.eof": "true",
+            "auto.offset.reset": "earliest",
+        }
+        consumer_config.update(config)
+        self._consumer = Consumer(consumer_config)
+        self._consumer.assign([TopicPartition(topic, partition, next_offset)])
+
+    def next_batch(self) -> List[SourceBatch]:
+        if self._done:
+            raise StopIteration()
+        # Never block the worker: librdkafka prefetches in its own threads, and
+        # an empty poll makes next_awake() back off for a few milliseconds.
+        messages = self._consumer.consume(self._batch_size, 0)
+        self._idle = not messages
+        records: List[SourceRecord] = []
+        append = records.append
+        reached_end = False
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() == _EOF:
+                    reached_end = True
+                    continue
+                if err.fatal() or not err.retriable():
+                    raise KafkaSourceError(
+                        f"error reading {self._topic!r} partition {self._partition}: {err.str()}"
+                    )
+                log.warning("retriable error on %s[%d]: %s", self._topic, self._partition, err.str())
+                continue
+            ts_type, ts = msg.timestamp()
+            append(
+                SourceRecord(
+                    self._partition,
+                    msg.offset(),
+                    msg.key(),
+                    msg.value(),
+                    None if ts_type == _NO_TIMESTAMP else ts,
+                    msg.headers(),
+                )
+            )
+        if records:
+            self._offset = records[-1].offset + 1
+            # A record after an EOF event in the same poll means more arrived.
+            if messages[-1].error() is None:
+                reached_end = False
+        previous = self._status
+        if reached_end:
+            self._status = PartitionStatus.CAUGHT_UP if self._tail else PartitionStatus.FINISHED
+        elif records:
+            self._status = PartitionStatus.READING
+        now = time.monotonic()
+        heartbeat_due = (
+            self._status == PartitionStatus.CAUGHT_UP and now - self._last_emit >= self._heartbeat_s
+        )
+        if not records and self._status == previous and not heartbeat_due:
+            return []
+        self._last_emit = now
+        if self._status == PartitionStatus.FINISHED:
+            self._done = True
+        return [
+            SourceBatch(
+                self._topic,
+                self._partition,
+                self._partition_count,
+                records,
+                self._status,
+                int(time.time() * 1000),
+            )
+        ]
+
+    def next_awake(self) -> Optional[datetime]:
+        if self._idle:
+            return datetime.now(timezone.utc) + _IDLE_BACKOFF
+        return None
+
+    def snapshot(self) -> int:
+        return self._offset
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaBatchSource(FixedPartitionedSource[SourceBatch, int]):
+    """Read every partition of one topic as batches with position reports."""
+
+    def __init__(
+        self,
+        config: Dict[str, str],
+        topic: str,
+        *,
+        tail: bool = True,
+        batch_size: int = 1000,
+        heartbeat_s: float = 0.1,
+        starting_offset: int = OFFSET_BEGINNING,
+    ):
+        """:arg config: librdkafka properties (``bootstrap.servers`` and any other).
+
+        :arg tail: keep reading at the end of a partition (``False``: finish).
+        :arg heartbeat_s: how often a caught-up idle partition reports progress.
+        """
+        self._config = dict(config)
+        self._topic = topic
+        self._tail = tail
+        self._batch_size = batch_size
+        self._heartbeat_s = heartbeat_s
+        self._starting_offset = starting_offset
+        self._partition_count: Optional[int] = None
+
+    def _count(self) -> int:
+        if self._partition_count is None:
+            self._partition_count = list_topic_partitions(self._config, self._topic)
+        return self._partition_count
+
+    def list_parts(self) -> List[str]:
+        return [f"{i}-{self._topic}" for i in range(self._count())]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _BatchPartition:
+        index, _, topic = for_part.partition("-")
+        if topic != self._topic:
+            raise KafkaSourceError(
+                f"recovery state names topic {topic!r} but step {step_id!r} reads "
+                f"{self._topic!r}: reset the recovery directory to switch topics"
+            )
+        return _BatchPartition(
+            self._config,
+            self._topic,
+            int(index),
+            self._count(),
+            self._starting_offset if resume_state is None else resume_state,
+            self._tail,
+            self._batch_size,
+            self._heartbeat_s,
+        )

@@ -1,0 +1,127 @@
+"""The record types that flow between the package's operators.
+
+Streams here carry *batches* (one item per Kafka poll of one partition), not
+single records: Bytewax's cost is per item, so a batch of a few hundred
+records pays it once. Every type is a NamedTuple: cheap to build, to pickle
+(for snapshots and for exchange between processes) and immutable.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import List, NamedTuple, Optional, Tuple, Union
+
+Headers = List[Tuple[str, bytes]]
+
+#: Watermark value meaning "this input will never produce anything again".
+END_OF_TIME_MS = 2**62
+#: Watermark value meaning "nothing known yet".
+BEGINNING_OF_TIME_MS = -(2**62)
+
+
+class PartitionStatus(IntEnum):
+    """Where a source partition's reader stands after a poll."""
+
+    #: Behind the end of the partition: more records are waiting.
+    READING = 0
+    #: At the end of the partition and tailing it: anything new is fresh.
+    CAUGHT_UP = 1
+    #: At the end of the partition and not tailing (KAFKA_TAIL=false): done.
+    FINISHED = 2
+
+
+class SourceRecord(NamedTuple):
+    """One Kafka message as read, bytes untouched."""
+
+    partition: int
+    offset: int
+    key: Optional[bytes]
+    value: Optional[bytes]
+    #: Kafka message timestamp in epoch ms, or None when the broker has none.
+    timestamp_ms: Optional[int]
+    headers: Optional[Headers] = None
+
+
+class SourceBatch(NamedTuple):
+    """What one poll of one Kafka partition produced, with the reader's position.
+
+    A batch may hold no records: it then only reports progress (the reader
+    reached the end of its partition, or is still there at ``polled_at_ms``).
+    """
+
+    topic: str
+    partition: int
+    #: How many partitions the topic has (so a consumer of progress reports
+    #: knows when it has heard from all of them).
+    partition_count: int
+    records: List[SourceRecord]
+    status: PartitionStatus
+    #: Wall clock (epoch ms) when the poll returned.
+    polled_at_ms: int
+
+
+class Click(NamedTuple):
+    """A valid click: the normalised user id, its event time, and the raw JSON."""
+
+    user_id: str
+    ts_ms: int
+    #: The click's original value bytes (a JSON object), emitted unchanged.
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+
+
+class ProfileVersion(NamedTuple):
+    """A valid profile record: one version of a user's profile."""
+
+    user_id: str
+    ts_ms: int
+    value: bytes
+    partition: int
+    offset: int
+
+
+class DeadLetter(NamedTuple):
+    """A record that could not be processed, with why and where it came from."""
+
+    record: SourceRecord
+    topic: str
+    #: Short machine-readable reason, e.g. ``invalid_json``.
+    reason: str
+    #: Human-readable detail of the reason.
+    detail: str
+    #: Which step rejected it, e.g. ``decode_click``.
+    stage: str
+
+
+Decoded = Union[Click, ProfileVersion]
+
+
+class DecodedBatch(NamedTuple):
+    """A SourceBatch after decoding: the valid records and the source position."""
+
+    topic: str
+    partition: int
+    partition_count: int
+    items: List[Decoded]
+    #: Largest event time among ``items`` (None when there are none).
+    max_event_ms: Optional[int]
+    status: PartitionStatus
+    polled_at_ms: int
+
+
+class JoinResult(NamedTuple):
+    """A click and the profile version it was matched with (or None)."""
+
+    click: Click
+    profile: Optional[ProfileVersion]
+
+
+class OutMessage(NamedTuple):
+    """A message for the Kafka sink: the topic is chosen per message."""
+
+    topic: str
+    key: Optional[bytes]
+    value: Optional[bytes]
+    headers: Optional[Headers] = None

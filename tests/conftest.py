@@ -1,0 +1,36 @@
+"""Shared fixtures: one real Kafka-protocol broker (Tansu) per test session."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from clickstream.broker import LocalBroker  # noqa: E402
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def broker():
+    """A real broker on a free loopback port, stopped at the end of the session."""
+    with LocalBroker.start() as running:
+        yield running
+
+
+@pytest.fixture
+def topic_names(request):
+    """Unique topic names per test, so tests sharing the broker never collide."""
+
+    def make(*bases: str) -> dict:
+        n = next(_names)
+        test = request.node.name.replace("[", "_").replace("]", "").replace("-", "_")[:40]
+        return {base: f"{test}_{n}_{base}" for base in bases}
+
+    return make
