@@ -1,0 +1,194 @@
+"""End to end on the real broker: generator -> ``python -m bytewax.run dataflows.clicks``
+(KAFKA_TAIL=false) -> every output topic read back -> the exact expected output.
+
+The expected output is computed here, independently of the package's
+operators, from the records the seeded generator produced: an as-of lookup
+over each user's full profile history with the TTL.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from datetime import datetime
+from typing import Dict, List, Optional, Tuple
+
+import orjson
+import pytest
+
+from clickstream.generate import GenerateOptions, generate_records, produce
+from clickstream.read_topic import read_all
+from conftest import ROOT
+
+pytestmark = pytest.mark.broker
+
+TTL_S = 1200
+OPTIONS = GenerateOptions(
+    users=150,
+    clicks=4000,
+    versions_per_user=4,
+    seed=7,
+    span_seconds=3600,
+    bad_fraction=0.02,
+    unknown_fraction=0.05,
+    out_of_order_ms=3000,
+    profiles_first=False,  # interleaved: clicks and profiles arrive together
+    numeric_user_ids=True,
+)
+
+#: Generator bad kinds -> the reason the job must give in the `dlq.reason` header.
+EXPECTED_REASON = {
+    "bad:invalid_json": "invalid_json",
+    "bad:non_utf8": "invalid_json",
+    "bad:not_object_list": "not_an_object",
+    "bad:not_object_number": "not_an_object",
+    "bad:not_object_string": "not_an_object",
+    "bad:missing_user_id": "missing_user_id",
+    "bad:user_id_float": "invalid_user_id",
+    "bad:user_id_bool": "invalid_user_id",
+    "bad:user_id_object": "invalid_user_id",
+    "bad:user_id_null": "invalid_user_id",
+    "bad:time_unparseable": "invalid_time",
+    "bad:time_float": "invalid_time",
+    "bad:time_naive": "invalid_time",
+    "bad:tombstone": "empty_value",
+}
+
+
+def _event_ms(value, fallback_ms: Optional[int]) -> int:
+    if value is None:
+        assert fallback_ms is not None
+        return fallback_ms
+    if isinstance(value, int):
+        return value
+    return int(datetime.fromisoformat(value).timestamp() * 1000)
+
+
+def canonical(obj) -> bytes:
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+class Expected:
+    """What the job must write, from the generated records (full history, TTL)."""
+
+    def __init__(self, options: GenerateOptions, ttl_s: float):
+        history: Dict[str, List[Tuple[int, bytes]]] = defaultdict(list)
+        clicks = []
+        self.dead: Counter = Counter()
+        for rec in generate_records(options):
+            if rec.kind.startswith("bad:"):
+                self.dead[(rec.key, rec.value, EXPECTED_REASON[rec.kind])] += 1
+                continue
+            body = orjson.loads(rec.value)
+            user = str(body["user_id"])
+            if rec.topic_role == "profiles":
+                history[user].append((_event_ms(body.get("updated_at"), rec.timestamp_ms), rec.value))
+            else:
+                clicks.append((user, _event_ms(body.get("ts"), rec.timestamp_ms), rec.value))
+        for versions in history.values():
+            versions.sort(key=lambda v: v[0])
+        self.matched: Counter = Counter()
+        self.unmatched: Counter = Counter()
+        ttl_ms = ttl_s * 1000
+        for user, ts, value in clicks:
+            versions = history.get(user, [])
+            i = bisect.bisect_right([t for t, _ in versions], ts) - 1
+            if i >= 0 and ts - versions[i][0] <= ttl_ms:
+                self.matched[(user, canonical(orjson.loads(value)), canonical(orjson.loads(versions[i][1])))] += 1
+            else:
+                self.unmatched[(user, canonical(orjson.loads(value)), canonical(None))] += 1
+        self.valid_clicks = len(clicks)
+
+
+@pytest.fixture(scope="module")
+def inputs(broker):
+    """Input topics holding the generated data (shared by every run below)."""
+    suffix = os.urandom(3).hex()
+    topics = {"clicks": f"e2e_clicks_{suffix}", "profiles": f"e2e_profiles_{suffix}"}
+    broker.create_topics({topics["clicks"]: 3, topics["profiles"]: 2})
+    report = produce(
+        OPTIONS, {"bootstrap.servers": broker.bootstrap_servers}, topics["profiles"], topics["clicks"]
+    )
+    assert report.delivery_failures == 0
+    return topics, Expected(OPTIONS, TTL_S)
+
+
+def run_clicks_job(broker, env_overrides: dict, workers: int) -> subprocess.CompletedProcess:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "KAFKA_TAIL": "false",
+        "PROFILE_TTL_SECONDS": str(TTL_S),
+        **env_overrides,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "dataflows.clicks", "-w", str(workers)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def joined_outcomes(broker, topic: str) -> Counter:
+    out: Counter = Counter()
+    for rec in read_all(broker.bootstrap_servers, topic):
+        body = orjson.loads(rec.value)
+        assert rec.key == body["user_id"].encode()
+        out[(body["user_id"], canonical(body["click"]), canonical(body["profile"]))] += 1
+    return out
+
+
+def dead_letters(broker, topic: str) -> Counter:
+    out: Counter = Counter()
+    for rec in read_all(broker.bootstrap_servers, topic):
+        headers = dict(rec.headers or [])
+        assert headers["dlq.stage"] in (b"decode_click", b"decode_profile")
+        assert headers["dlq.error"].startswith(headers["dlq.reason"] + b": ")
+        assert headers["dlq.topic"] in (b"e2e_clicks_", b"e2e_profiles_") or headers[
+            "dlq.topic"
+        ].startswith((b"e2e_clicks_", b"e2e_profiles_"))
+        assert int(headers["dlq.offset"]) >= 0 and int(headers["dlq.partition"]) >= 0
+        out[(rec.key, rec.value, headers["dlq.reason"].decode())] += 1
+    return out
+
+
+@pytest.mark.parametrize("mode", ["left", "inner"])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_clicks_job_writes_exactly_the_expected_output(broker, inputs, topic_names, mode, workers):
+    topics, expected = inputs
+    out = topic_names("joined", "unmatched", "dlq")
+    broker.create_topics({out["joined"]: 2, out["unmatched"]: 1, out["dlq"]: 1})
+
+    run_clicks_job(
+        broker,
+        {
+            "CLICKS_TOPIC": topics["clicks"],
+            "PROFILES_TOPIC": topics["profiles"],
+            "JOINED_TOPIC": out["joined"],
+            "UNMATCHED_TOPIC": out["unmatched"],
+            "DLQ_TOPIC": out["dlq"],
+            "JOIN_MODE": mode,
+        },
+        workers,
+    )
+
+    joined = joined_outcomes(broker, out["joined"])
+    unmatched = joined_outcomes(broker, out["unmatched"])
+    if mode == "left":
+        assert joined == expected.matched + expected.unmatched
+        assert unmatched == Counter()
+    else:
+        assert joined == expected.matched
+        assert unmatched == expected.unmatched
+    # valid clicks in = joined + unmatched, exactly; and the data is not trivial
+    assert sum(joined.values()) + sum(unmatched.values()) == expected.valid_clicks
+    assert sum(expected.matched.values()) > 2000 and sum(expected.unmatched.values()) > 200
+    assert dead_letters(broker, out["dlq"]) == expected.dead
+    assert len(set(reason for _, _, reason in expected.dead)) == 6
