@@ -24,7 +24,8 @@ status changes). Bytewax delivers items from one upstream worker to one
 downstream worker in order, so when a shard sees "partition p has reached
 event time W", it has already received every record of p up to W.
 
-A partition's watermark is the largest event time read from it; a partition
+A partition's watermark is just below the largest event time read from it
+(records with that same time may still follow); a partition
 whose reader is caught up and tailing counts as "now" (the wall clock of its
 last poll), so an idle profiles topic never holds clicks back; a finished
 partition (``KAFKA_TAIL=false``) counts as the end of time. An input's
@@ -154,10 +155,17 @@ class InputProgress:
         status = inp.status
         if status == PartitionStatus.FINISHED:
             wm = END_OF_TIME_MS
+        elif inp.max_event_ms is None:
+            wm = BEGINNING_OF_TIME_MS
+        elif status == PartitionStatus.CAUGHT_UP:
+            # Everything in the partition has been read: its newest event time
+            # is complete, and anything produced later is fresh.
+            wm = max(inp.max_event_ms, inp.polled_at_ms)
         else:
-            wm = BEGINNING_OF_TIME_MS if inp.max_event_ms is None else inp.max_event_ms
-            if status == PartitionStatus.CAUGHT_UP and inp.polled_at_ms > wm:
-                wm = inp.polled_at_ms
+            # More records with this same event time may still follow.
+            wm = inp.max_event_ms - 1
+        if status == PartitionStatus.CAUGHT_UP and inp.polled_at_ms > wm:
+            wm = inp.polled_at_ms
         old = self.partition_wm.get(inp.partition, BEGINNING_OF_TIME_MS)
         if wm > old or inp.partition not in self.partition_wm:
             self.partition_wm[inp.partition] = max(wm, old)

@@ -239,3 +239,23 @@ def test_shard_key_is_stable_and_spread():
     assert shard_key("alice", 16) == shard_key("alice", 16)
     keys = {shard_key(f"user-{i}", 16) for i in range(1000)}
     assert keys == {f"shard-{i:03d}" for i in range(16)}
+
+
+@pytest.mark.parametrize("workers", WORKERS)
+def test_profiles_sharing_a_timestamp_across_polls_are_all_seen(workers):
+    """Many users' first versions share t=0 and arrive over several polls.
+
+    Reading the first poll's t=0 profiles must not let t=0 clicks resolve:
+    more t=0 profiles may follow in the same partition. (Found by the demo.)
+    """
+    clicks = polls(CLICKS_TOPIC, [click("nia", 0, "n0"), click("oli", 0, "o0")])
+    profiles = [
+        batch(PROFILES_TOPIC, [profile("nia", 0, "n-v1")]),
+        pause(0.3),
+        batch(PROFILES_TOPIC, [profile("oli", 0, "o-v1")]),
+        finished(PROFILES_TOPIC),
+    ]
+    assert summarise(run_asof(clicks, profiles, workers=workers)) == [
+        ("nia", "n0", "n-v1"),
+        ("oli", "o0", "o-v1"),
+    ]

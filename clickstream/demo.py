@@ -1,0 +1,182 @@
+"""``make demo``: the clicks enrichment job end to end on a local broker.
+
+1. start the local Kafka-protocol broker (Tansu) on a free loopback port;
+2. create the topics;
+3. generate seeded profiles and clicks (with bad records and unknown users);
+4. run ``python -m bytewax.run dataflows.clicks`` with ``KAFKA_TAIL=false``;
+5. read every output topic back and print a summary that accounts for every
+   record; write it to ``demo-output/summary.json``;
+6. stop the broker. Exit status 0 only if every record is accounted for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import orjson
+
+from clickstream.broker import LocalBroker
+from clickstream.generate import GenerateOptions, produce
+from clickstream.read_topic import read_all
+
+TOPICS = {
+    "user_clicks": 4,
+    "user_profiles": 2,
+    "joined_data": 4,
+    "unmatched_clicks": 1,
+    "dead_letters": 1,
+}
+
+
+def _section(title: str) -> None:
+    print(f"\n== {title} " + "=" * max(0, 66 - len(title)), flush=True)
+
+
+def run_clicks_job(bootstrap: str, workers: int, extra_env: Dict[str, str]) -> float:
+    env = dict(os.environ)
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "KAFKA_TAIL": "false",
+            "PYTHONPATH": os.pathsep.join(
+                [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]
+            ),
+        }
+    )
+    env.update(extra_env)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "dataflows.clicks", "-w", str(workers)],
+        env=env,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"demo: the clicks job failed with status {proc.returncode}")
+    return time.monotonic() - started
+
+
+def summarise_outputs(bootstrap: str) -> Dict[str, object]:
+    joined = read_all(bootstrap, "joined_data")
+    unmatched_topic = read_all(bootstrap, "unmatched_clicks")
+    dead = read_all(bootstrap, "dead_letters")
+    matched: List[dict] = []
+    null_profile = 0
+    for rec in joined:
+        body = orjson.loads(rec.value)
+        if body["profile"] is None:
+            null_profile += 1
+        elif len(matched) < 3:
+            matched.append(body)
+    reasons: Counter = Counter()
+    for rec in dead:
+        headers = dict(rec.headers or [])
+        reasons[(headers.get("dlq.topic", b"?").decode(), headers.get("dlq.reason", b"?").decode())] += 1
+    return {
+        "joined_records": len(joined),
+        "joined_with_profile": len(joined) - null_profile,
+        "joined_without_profile": null_profile,
+        "unmatched_topic_records": len(unmatched_topic),
+        "dead_letters": len(dead),
+        "dead_letters_by_reason": {f"{t}/{r}": n for (t, r), n in sorted(reasons.items())},
+        "samples": matched,
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clickstream.demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--users", type=int, default=5_000)
+    parser.add_argument("--clicks", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", default="demo-output")
+    args = parser.parse_args(argv)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    total_started = time.monotonic()
+
+    _section("local broker")
+    with LocalBroker.start() as broker:
+        bootstrap = broker.bootstrap_servers
+        broker.create_topics(TOPICS)
+        print(f"Tansu on {bootstrap}; topics: " + ", ".join(f"{t}({n})" for t, n in TOPICS.items()))
+
+        _section("generating data")
+        options = GenerateOptions(
+            users=args.users,
+            clicks=args.clicks,
+            versions_per_user=3,
+            seed=2026,
+            span_seconds=6 * 3600,
+            bad_fraction=0.01,
+            unknown_fraction=0.03,
+            out_of_order_ms=5_000,
+            profiles_first=False,
+        )
+        report = produce(options, {"bootstrap.servers": bootstrap}, "user_profiles", "user_clicks")
+        print(report.format())
+        if report.delivery_failures:
+            print("demo: the generator could not deliver every record", file=sys.stderr)
+            return 1
+
+        _section(f"python -m bytewax.run dataflows.clicks -w {args.workers}")
+        job_seconds = run_clicks_job(bootstrap, args.workers, {})
+
+        _section("summary")
+        outputs = summarise_outputs(bootstrap)
+    valid_clicks = report.clicks_produced
+    bad_in = report.bad_total
+    accounted = outputs["joined_records"] + outputs["unmatched_topic_records"]
+    balanced = accounted == valid_clicks and outputs["dead_letters"] == bad_in
+    summary = {
+        "records_in": {
+            "clicks_valid": valid_clicks,
+            "clicks_of_unknown_users": report.unknown_user_clicks,
+            "profiles_valid": report.profiles_produced,
+            "bad_records": bad_in,
+        },
+        "records_out": {k: v for k, v in outputs.items() if k != "samples"},
+        "every_record_accounted_for": balanced,
+        "job_seconds": round(job_seconds, 2),
+        "clicks_per_second": round(valid_clicks / job_seconds) if job_seconds else None,
+        "total_seconds": round(time.monotonic() - total_started, 2),
+    }
+    rows = [
+        ("clicks in (valid)", valid_clicks),
+        ("  of unknown users", report.unknown_user_clicks),
+        ("profile versions in (valid)", report.profiles_produced),
+        ("bad records in (both topics)", bad_in),
+        ("joined_data records", outputs["joined_records"]),
+        ("  joined with a profile", outputs["joined_with_profile"]),
+        ("  unmatched (profile: null)", outputs["joined_without_profile"]),
+        ("unmatched_clicks records", outputs["unmatched_topic_records"]),
+        ("dead_letters records", outputs["dead_letters"]),
+    ]
+    for label, value in rows:
+        print(f"{label:<32}{value:>10}")
+    print("dead letters by reason:")
+    for reason, n in outputs["dead_letters_by_reason"].items():
+        print(f"  {reason:<40}{n:>6}")
+    print(
+        f"job time {job_seconds:.1f} s including start-up "
+        f"({summary['clicks_per_second']} clicks/s); demo total {summary['total_seconds']} s"
+    )
+    print("sample joined records:")
+    for sample in outputs["samples"]:
+        print("  " + json.dumps(sample)[:300])
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"summary written to {out_dir / 'summary.json'}")
+    if not balanced:
+        print("demo: NOT every record is accounted for", file=sys.stderr)
+        return 1
+    print("every record accounted for: valid clicks in = joined + unmatched; bad in = dead letters")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

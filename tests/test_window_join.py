@@ -1,0 +1,270 @@
+"""Stories for ``window_join``: latest profile in the click's own tumbling window.
+
+Clicks and profiles come from one TestingSource (batch size 1) split by type,
+so the arrival order (which decides lateness) is the order written here.
+Windows: 10 minutes aligned to 2024-01-01T00:00Z.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import bytewax.operators as op
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+
+from operators.records import Click, JoinResult, ProfileVersion
+from operators.window_join import window_join
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ALIGN = datetime(2024, 1, 1, tzinfo=timezone.utc)
+WINDOW = timedelta(minutes=10)
+NO_LATENESS = timedelta(hours=1)
+CLICKS_TOPIC = "clicks"
+
+Event = Union[Click, ProfileVersion]
+
+_click_offsets: Dict[int, int] = {}
+_profile_offsets: Dict[int, int] = {}
+
+
+def at(minute: int, second: int = 0, ms: int = 0) -> int:
+    """Epoch ms of 2024-01-01 10:mm:ss.ms UTC."""
+    moment = ALIGN + timedelta(
+        hours=10, minutes=minute, seconds=second, milliseconds=ms
+    )
+    return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+def click(user: str, ts_ms: int, partition: int = 0) -> Click:
+    """A click with the next offset of its partition."""
+    offset = _click_offsets.get(partition, 0)
+    _click_offsets[partition] = offset + 1
+    value = f'{{"user_id":"{user}","n":{offset}}}'.encode()
+    return Click(user, ts_ms, value, CLICKS_TOPIC, partition, offset)
+
+
+def profile(user: str, ts_ms: int, version: str, partition: int = 0) -> ProfileVersion:
+    """A profile version with the next offset of its partition."""
+    offset = _profile_offsets.get(partition, 0)
+    _profile_offsets[partition] = offset + 1
+    value = f'{{"user_id":"{user}","v":"{version}"}}'.encode()
+    return ProfileVersion(user, ts_ms, value, partition, offset)
+
+
+Outputs = Tuple[List[JoinResult], List[Click], List[ProfileVersion]]
+
+
+def run(events: Sequence[Event], wait: timedelta, workers: int = 1) -> Outputs:
+    joined: List[JoinResult] = []
+    late_clicks: List[Click] = []
+    late_profiles: List[ProfileVersion] = []
+    flow = Dataflow("window_join_test")
+    inp = op.input("inp", flow, TestingSource(list(events), batch_size=1))
+    split = op.branch("split", inp, lambda e: isinstance(e, Click))
+    out = window_join(
+        "join",
+        split.trues,
+        split.falses,
+        window_length=WINDOW,
+        wait_for_system_duration=wait,
+        align_to=ALIGN,
+    )
+    op.output("joined", out.joined, TestingSink(joined))
+    op.output("late_clicks", out.late_clicks, TestingSink(late_clicks))
+    op.output("late_profiles", out.late_profiles, TestingSink(late_profiles))
+    if workers == 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, addresses=[], proc_id=0, worker_count_per_proc=workers)
+    return joined, late_clicks, late_profiles
+
+
+def coords(record: Event):
+    return (type(record).__name__, record.partition, record.offset)
+
+
+def by_click(results: List[JoinResult]) -> List[JoinResult]:
+    # Order is not defined across users, windows or workers.
+    return sorted(results, key=lambda r: coords(r.click))
+
+
+def by_coords(records: List[Event]) -> List[Event]:
+    return sorted(records, key=coords)
+
+
+@pytest.fixture(params=[1, 2], ids=["1worker", "2workers"])
+def workers(request) -> int:
+    return request.param
+
+
+def test_story_versions_windows_and_unknown_users(workers):
+    # alice, window 10:00-10:10: two versions, clicks before, between, after.
+    a_c0 = click("alice", at(0, 30))  # before any profile of the window
+    a_v1 = profile("alice", at(1), "v1")
+    a_c1 = click("alice", at(2))
+    a_c2 = click("alice", at(5))  # arrives before v2, but v2 is earlier in event time
+    a_v2 = profile("alice", at(4), "v2")
+    a_c3 = click("alice", at(9, 59, 999))
+    # alice, window 10:10-10:20: v2 is in the previous window, so invisible here.
+    a_c4 = click("alice", at(11))
+    a_v3 = profile("alice", at(12), "v3")  # after c4 in event time: not for c4
+    a_c5 = click("alice", at(15))
+    # bob: profile and click in different windows never match.
+    b_v1 = profile("bob", at(5), "v1")
+    b_c1 = click("bob", at(15))
+    # carol: a profile of the very same millisecond counts, whatever the arrival order.
+    c_c1 = click("carol", at(3))
+    c_v1 = profile("carol", at(3), "v1")
+    # nobody has no profile at all.
+    n_c1 = click("nobody", at(3))
+
+    events = [
+        a_c0, a_v1, a_c1, a_c2, a_v2, a_c3, a_c4, a_v3, a_c5,
+        b_v1, b_c1, c_c1, c_v1, n_c1,
+    ]  # fmt: skip
+    joined, late_clicks, late_profiles = run(events, NO_LATENESS, workers)
+
+    assert by_click(joined) == by_click(
+        [
+            JoinResult(a_c0, None),
+            JoinResult(a_c1, a_v1),
+            JoinResult(a_c2, a_v2),
+            JoinResult(a_c3, a_v2),
+            JoinResult(a_c4, None),
+            JoinResult(a_c5, a_v3),
+            JoinResult(b_c1, None),
+            JoinResult(c_c1, c_v1),
+            JoinResult(n_c1, None),
+        ]
+    )
+    assert late_clicks == []
+    assert late_profiles == []
+
+
+def test_story_late_click_and_late_profile(workers):
+    # wait 0: anything behind its user's latest event time is late.
+    a_v1 = profile("alice", at(1), "v1")
+    a_c1 = click("alice", at(5))
+    a_late_c = click("alice", at(3))  # would have matched v1, but is late
+    a_late_v = profile("alice", at(2), "v-late")  # late: never joined
+    a_c2 = click("alice", at(6))
+    b_c1 = click("bob", at(6))
+    b_late_v = profile("bob", at(4), "v-late")
+    b_c2 = click("bob", at(8))
+    # Clocks are per user: dave's old click is not late because of alice.
+    d_c1 = click("dave", at(0, 10))
+
+    events = [a_v1, a_c1, a_late_c, a_late_v, a_c2, b_c1, b_late_v, b_c2, d_c1]
+    joined, late_clicks, late_profiles = run(events, timedelta(0), workers)
+
+    assert by_click(joined) == by_click(
+        [
+            JoinResult(a_c1, a_v1),
+            JoinResult(a_late_c, None),  # late clicks still get exactly one result
+            JoinResult(a_c2, a_v1),
+            JoinResult(b_c1, None),
+            JoinResult(b_c2, None),
+            JoinResult(d_c1, None),
+        ]
+    )
+    assert late_clicks == [a_late_c]
+    assert by_coords(late_profiles) == by_coords([a_late_v, b_late_v])
+
+
+def window_of(ts_ms: int) -> int:
+    ts = EPOCH + timedelta(milliseconds=ts_ms)
+    return (ts - ALIGN) // WINDOW
+
+
+def reference(events: Sequence[Event]) -> List[JoinResult]:
+    """Latest profile of the same user and window with ts <= the click's."""
+    profiles = [e for e in events if isinstance(e, ProfileVersion)]
+    results = []
+    for c in (e for e in events if isinstance(e, Click)):
+        candidates = [
+            p
+            for p in profiles
+            if p.user_id == c.user_id
+            and window_of(p.ts_ms) == window_of(c.ts_ms)
+            and p.ts_ms <= c.ts_ms
+        ]
+        best: Optional[ProfileVersion] = max(
+            candidates, key=lambda p: p.ts_ms, default=None
+        )
+        results.append(JoinResult(c, best))
+    return results
+
+
+def random_events(seed: int, count: int) -> List[Event]:
+    rng = random.Random(seed)
+    users = [f"u{i}" for i in range(6)]
+    # Distinct timestamps over 40 minutes (4 windows), shuffled arrival.
+    stamps = rng.sample(range(at(0), at(40), 997), count)
+    events: List[Event] = []
+    for i, ts in enumerate(stamps):
+        user = rng.choice(users)
+        if rng.random() < 0.3:
+            events.append(profile(user, ts, f"v{i}", partition=rng.randrange(2)))
+        else:
+            events.append(click(user, ts, partition=rng.randrange(3)))
+    return events
+
+
+def test_random_order_matches_reference(workers):
+    events = random_events(seed=11, count=400)
+
+    joined, late_clicks, late_profiles = run(events, NO_LATENESS, workers)
+
+    assert by_click(joined) == by_click(reference(events))
+    assert late_clicks == []
+    assert late_profiles == []
+
+
+def test_every_click_exactly_once_even_when_many_are_late(workers):
+    events = random_events(seed=5, count=400)
+    clicks = [e for e in events if isinstance(e, Click)]
+    profiles = [e for e in events if isinstance(e, ProfileVersion)]
+
+    joined, late_clicks, late_profiles = run(events, timedelta(0), workers)
+
+    # Exactly one result per click, nothing invented.
+    assert by_coords([r.click for r in joined]) == by_coords(clicks)
+    assert late_clicks, "the shuffled input should make some clicks late"
+    assert late_profiles, "the shuffled input should make some profiles late"
+    late_ids = {coords(c) for c in late_clicks}
+    assert len(late_ids) == len(late_clicks)
+    assert {coords(p) for p in late_profiles} <= {coords(p) for p in profiles}
+    for r in joined:
+        if coords(r.click) in late_ids:
+            assert r.profile is None
+        elif r.profile is not None:
+            assert r.profile.user_id == r.click.user_id
+            assert window_of(r.profile.ts_ms) == window_of(r.click.ts_ms)
+            assert r.profile.ts_ms <= r.click.ts_ms
+            assert coords(r.profile) not in {coords(p) for p in late_profiles}
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"window_length": timedelta(0)},
+        {"window_length": timedelta(microseconds=1500)},
+        {"align_to": datetime(2024, 1, 1)},
+        {"align_to": ALIGN + timedelta(microseconds=1)},
+        {"wait_for_system_duration": timedelta(seconds=-1)},
+    ],
+)
+def test_rejects_bad_parameters(kwargs):
+    params = dict(
+        window_length=WINDOW, wait_for_system_duration=timedelta(0), align_to=ALIGN
+    )
+    params.update(kwargs)
+    flow = Dataflow("bad")
+    inp = op.input("inp", flow, TestingSource([]))
+    split = op.branch("split", inp, lambda e: isinstance(e, Click))
+    with pytest.raises(ValueError):
+        window_join("join", split.trues, split.falses, **params)
