@@ -136,6 +136,23 @@ def run_clicks_job(broker, env_overrides: dict, workers: int) -> subprocess.Comp
     return proc
 
 
+def run_into_fresh_outputs(broker, inputs, topic_names, workers: int, **settings: str) -> dict:
+    """Run the job on the shared inputs into new output topics; return their names."""
+    topics, _ = inputs
+    out = topic_names("joined", "unmatched", "dlq")
+    broker.create_topics({out["joined"]: 2, out["unmatched"]: 1, out["dlq"]: 1})
+    env = {
+        "CLICKS_TOPIC": topics["clicks"],
+        "PROFILES_TOPIC": topics["profiles"],
+        "JOINED_TOPIC": out["joined"],
+        "UNMATCHED_TOPIC": out["unmatched"],
+        "DLQ_TOPIC": out["dlq"],
+        **settings,
+    }
+    run_clicks_job(broker, env, workers)
+    return out
+
+
 def joined_outcomes(broker, topic: str) -> Counter:
     out: Counter = Counter()
     for rec in read_all(broker.bootstrap_servers, topic):
@@ -162,22 +179,8 @@ def dead_letters(broker, topic: str) -> Counter:
 @pytest.mark.parametrize("mode", ["left", "inner"])
 @pytest.mark.parametrize("workers", [1, 2])
 def test_clicks_job_writes_exactly_the_expected_output(broker, inputs, topic_names, mode, workers):
-    topics, expected = inputs
-    out = topic_names("joined", "unmatched", "dlq")
-    broker.create_topics({out["joined"]: 2, out["unmatched"]: 1, out["dlq"]: 1})
-
-    run_clicks_job(
-        broker,
-        {
-            "CLICKS_TOPIC": topics["clicks"],
-            "PROFILES_TOPIC": topics["profiles"],
-            "JOINED_TOPIC": out["joined"],
-            "UNMATCHED_TOPIC": out["unmatched"],
-            "DLQ_TOPIC": out["dlq"],
-            "JOIN_MODE": mode,
-        },
-        workers,
-    )
+    _, expected = inputs
+    out = run_into_fresh_outputs(broker, inputs, topic_names, workers, JOIN_MODE=mode)
 
     joined = joined_outcomes(broker, out["joined"])
     unmatched = joined_outcomes(broker, out["unmatched"])
@@ -204,23 +207,16 @@ def test_bytewax_join_strategies_account_for_every_click(broker, inputs, topic_n
     a profile of the same user that the strategy's rule allows, and the
     dead letters are exact.
     """
-    topics, expected = inputs
-    out = topic_names("joined", "unmatched", "dlq")
-    broker.create_topics({out["joined"]: 2, out["unmatched"]: 1, out["dlq"]: 1})
+    _, expected = inputs
     window_s = 600
-    run_clicks_job(
+    out = run_into_fresh_outputs(
         broker,
-        {
-            "CLICKS_TOPIC": topics["clicks"],
-            "PROFILES_TOPIC": topics["profiles"],
-            "JOINED_TOPIC": out["joined"],
-            "UNMATCHED_TOPIC": out["unmatched"],
-            "DLQ_TOPIC": out["dlq"],
-            "JOIN_MODE": "inner",
-            "JOIN_STRATEGY": strategy,
-            "WINDOW_SECONDS": str(window_s),
-        },
+        inputs,
+        topic_names,
         workers,
+        JOIN_MODE="inner",
+        JOIN_STRATEGY=strategy,
+        WINDOW_SECONDS=str(window_s),
     )
     joined = joined_outcomes(broker, out["joined"])
     unmatched = joined_outcomes(broker, out["unmatched"])

@@ -16,29 +16,13 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from operators.records import Click, JoinResult, ProfileVersion
 from operators.running_join import running_join
+from events import CLICKS_TOPIC, click, profile  # noqa: F401
 
-CLICKS_TOPIC = "clicks"
 
 Event = Union[Click, ProfileVersion]
 
-_click_offsets: dict = {}
-_profile_offsets: dict = {}
 
 
-def click(user: str, ts_ms: int, partition: int = 0) -> Click:
-    """A click with the next offset of its partition."""
-    offset = _click_offsets.get(partition, 0)
-    _click_offsets[partition] = offset + 1
-    value = f'{{"user_id":"{user}","n":{offset}}}'.encode()
-    return Click(user, ts_ms, value, CLICKS_TOPIC, partition, offset)
-
-
-def profile(user: str, ts_ms: int, version: str, partition: int = 0) -> ProfileVersion:
-    """A profile version with the next offset of its partition."""
-    offset = _profile_offsets.get(partition, 0)
-    _profile_offsets[partition] = offset + 1
-    value = f'{{"user_id":"{user}","v":"{version}"}}'.encode()
-    return ProfileVersion(user, ts_ms, value, partition, offset)
 
 
 def build_flow(events: Sequence[Event], out: List[JoinResult]) -> Dataflow:

@@ -18,12 +18,12 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from operators.records import Click, JoinResult, ProfileVersion
 from operators.window_join import window_join
+from events import CLICKS_TOPIC, click, profile  # noqa: F401
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ALIGN = datetime(2024, 1, 1, tzinfo=timezone.utc)
 WINDOW = timedelta(minutes=10)
 NO_LATENESS = timedelta(hours=1)
-CLICKS_TOPIC = "clicks"
 
 Event = Union[Click, ProfileVersion]
 
@@ -39,20 +39,6 @@ def at(minute: int, second: int = 0, ms: int = 0) -> int:
     return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
-def click(user: str, ts_ms: int, partition: int = 0) -> Click:
-    """A click with the next offset of its partition."""
-    offset = _click_offsets.get(partition, 0)
-    _click_offsets[partition] = offset + 1
-    value = f'{{"user_id":"{user}","n":{offset}}}'.encode()
-    return Click(user, ts_ms, value, CLICKS_TOPIC, partition, offset)
-
-
-def profile(user: str, ts_ms: int, version: str, partition: int = 0) -> ProfileVersion:
-    """A profile version with the next offset of its partition."""
-    offset = _profile_offsets.get(partition, 0)
-    _profile_offsets[partition] = offset + 1
-    value = f'{{"user_id":"{user}","v":"{version}"}}'.encode()
-    return ProfileVersion(user, ts_ms, value, partition, offset)
 
 
 Outputs = Tuple[List[JoinResult], List[Click], List[ProfileVersion]]
