@@ -22,7 +22,6 @@ from enum import Enum
 from typing import Any, Dict, Mapping, Optional
 
 from pydantic import (
-    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,

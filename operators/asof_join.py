@@ -13,24 +13,8 @@ its event time (the profile watermark reaches ``T``), or once it has waited
 
 How the watermark works
 -----------------------
-Bytewax state is per key, but the watermark is global. The join therefore
-keeps its state in a fixed number of *shards* (keys ``shard-000`` ...), each
-holding many users (``crc32(user_id) % shards``, stable across processes and
-restarts). Every input batch carries its partition's reader position (see
-:mod:`operators.kafka_source`); the router sends a batch's records to their
-shards *with* that position, and broadcasts the position alone to every other
-shard (at most every ``progress_interval`` per partition, and always when the
-status changes). Bytewax delivers items from one upstream worker to one
-downstream worker in order, so when a shard sees "partition p has reached
-event time W", it has already received every record of p up to W.
-
-A partition's watermark is just below the largest event time read from it
-(records with that same time may still follow); a partition
-whose reader is caught up and tailing counts as "now" (the wall clock of its
-last poll), so an idle profiles topic never holds clicks back; a finished
-partition (``KAFKA_TAIL=false``) counts as the end of time. An input's
-watermark is the minimum over all its partitions (unknown partitions hold it
-at the beginning of time).
+See :mod:`operators.progress`: state lives in shards, and every shard tracks
+the watermark of both inputs from the position reports of the sources.
 
 State stays bounded: with ``H`` = click watermark minus ``lateness`` (and never
 past the oldest click still waiting), a version superseded by one at or before
@@ -42,7 +26,6 @@ from __future__ import annotations
 
 import heapq
 import time
-import zlib
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -51,139 +34,14 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
+from operators.progress import CLICKS, PROFILES, InputProgress, ShardInput, ShardRouter
 from operators.records import (
-    BEGINNING_OF_TIME_MS,
     END_OF_TIME_MS,
     Click,
     DecodedBatch,
     JoinResult,
-    PartitionStatus,
     ProfileVersion,
 )
-
-CLICKS = 0
-PROFILES = 1
-
-
-class ShardInput(NamedTuple):
-    """Part of one source batch, for one shard: its records and the position."""
-
-    side: int  # CLICKS or PROFILES
-    partition: int
-    partition_count: int
-    items: list
-    max_event_ms: Optional[int]
-    status: PartitionStatus
-    polled_at_ms: int
-
-
-def shard_key(user_id: str, shards: int) -> str:
-    """The state shard of a user: stable across processes, workers and restarts."""
-    return f"shard-{zlib.crc32(user_id.encode()) % shards:03d}"
-
-
-class ShardRouter:
-    """Splits decoded batches into per-shard inputs and spreads progress to all shards."""
-
-    def __init__(self, side: int, shards: int, progress_interval_s: float):
-        self.side = side
-        self.keys = [f"shard-{i:03d}" for i in range(shards)]
-        self.shards = shards
-        self.interval = progress_interval_s
-        # (partition) -> (monotonic time of last broadcast, status then)
-        self._last: Dict[int, Tuple[float, PartitionStatus]] = {}
-
-    def route(self, batch: DecodedBatch) -> List[Tuple[str, ShardInput]]:
-        shards = self.shards
-        keys = self.keys
-        crc32 = zlib.crc32
-        groups: Dict[int, list] = {}
-        for item in batch.items:
-            index = crc32(item.user_id.encode()) % shards
-            group = groups.get(index)
-            if group is None:
-                groups[index] = [item]
-            else:
-                group.append(item)
-        side = self.side
-        out = [
-            (
-                keys[index],
-                ShardInput(
-                    side,
-                    batch.partition,
-                    batch.partition_count,
-                    items,
-                    batch.max_event_ms,
-                    batch.status,
-                    batch.polled_at_ms,
-                ),
-            )
-            for index, items in groups.items()
-        ]
-        now = time.monotonic()
-        last = self._last.get(batch.partition)
-        if last is None or last[1] != batch.status or now - last[0] >= self.interval:
-            self._last[batch.partition] = (now, batch.status)
-            progress = ShardInput(
-                side,
-                batch.partition,
-                batch.partition_count,
-                [],
-                batch.max_event_ms,
-                batch.status,
-                batch.polled_at_ms,
-            )
-            out.extend((keys[i], progress) for i in range(shards) if i not in groups)
-        return out
-
-
-class InputProgress:
-    """The event-time watermark of one input (all partitions of one topic)."""
-
-    __slots__ = ("partition_wm", "partition_count", "watermark")
-
-    def __init__(self, state=None):
-        if state is None:
-            self.partition_wm: Dict[int, int] = {}
-            self.partition_count = 0
-        else:
-            self.partition_wm, self.partition_count = dict(state[0]), state[1]
-        self.watermark = self._compute()
-
-    def update(self, inp: ShardInput) -> int:
-        status = inp.status
-        if status == PartitionStatus.FINISHED:
-            wm = END_OF_TIME_MS
-        elif inp.max_event_ms is None:
-            wm = BEGINNING_OF_TIME_MS
-        elif status == PartitionStatus.CAUGHT_UP:
-            # Everything in the partition has been read: its newest event time
-            # is complete, and anything produced later is fresh.
-            wm = max(inp.max_event_ms, inp.polled_at_ms)
-        else:
-            # More records with this same event time may still follow.
-            wm = inp.max_event_ms - 1
-        if status == PartitionStatus.CAUGHT_UP and inp.polled_at_ms > wm:
-            wm = inp.polled_at_ms
-        old = self.partition_wm.get(inp.partition, BEGINNING_OF_TIME_MS)
-        if wm > old or inp.partition not in self.partition_wm:
-            self.partition_wm[inp.partition] = max(wm, old)
-            self.partition_count = inp.partition_count
-            self.watermark = self._compute()
-        elif inp.partition_count != self.partition_count:
-            self.partition_count = inp.partition_count
-            self.watermark = self._compute()
-        return self.watermark
-
-    def _compute(self) -> int:
-        if self.partition_count == 0 or len(self.partition_wm) < self.partition_count:
-            return BEGINNING_OF_TIME_MS
-        return min(self.partition_wm.values())
-
-    def snapshot(self):
-        return (dict(self.partition_wm), self.partition_count)
-
 
 class AsofJoinState(NamedTuple):
     """What a shard snapshots for recovery (all values immutable or copied)."""

@@ -11,7 +11,8 @@ from datetime import timedelta
 import pytest
 from bytewax.testing import TestingSource
 
-from operators.asof_join import AsofJoinLogic, ShardInput, CLICKS, PROFILES, shard_key
+from operators.asof_join import AsofJoinLogic
+from operators.progress import CLICKS, PROFILES, ShardInput, shard_key
 from operators.records import PartitionStatus
 from story import (
     CLICKS_TOPIC,

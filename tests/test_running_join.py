@@ -16,7 +16,7 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from operators.records import Click, JoinResult, ProfileVersion
 from operators.running_join import running_join
-from events import CLICKS_TOPIC, click, profile  # noqa: F401
+from events import click, profile
 
 
 Event = Union[Click, ProfileVersion]

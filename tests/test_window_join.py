@@ -18,7 +18,7 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from operators.records import Click, JoinResult, ProfileVersion
 from operators.window_join import window_join
-from events import CLICKS_TOPIC, click, profile  # noqa: F401
+from events import click, profile
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ALIGN = datetime(2024, 1, 1, tzinfo=timezone.utc)

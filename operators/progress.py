@@ -1,0 +1,165 @@
+"""Event-time progress across Bytewax's per-key state: routing to shards and watermarks.
+
+Bytewax state is per key, but a watermark is a property of a whole input.
+Stateful operators in this package therefore keep state in a fixed number of
+*shards* (keys ``shard-000`` ...; a user lives in ``crc32(user_id) % shards``,
+stable across processes and restarts), and every shard tracks each input's
+watermark itself:
+
+* the source reports its position with every batch (see
+  :mod:`operators.kafka_source`);
+* :class:`ShardRouter` sends a batch's records to their shards together with
+  that position, and broadcasts the position alone to every other shard (at
+  most every ``progress_interval_s`` per partition, and at once when the
+  partition's status changes);
+* Bytewax delivers items from one worker to another in order, so when a
+  shard learns "partition p has reached event time W" it already holds every
+  record of p up to W;
+* :class:`InputProgress` turns the positions into the input's watermark.
+
+A partition's watermark is just below the largest event time read from it
+(records with that same time may still follow); a partition whose reader is
+caught up and tailing counts as the wall clock of its last poll (anything
+produced later is fresh, so an idle input never holds results back); a
+finished partition (``KAFKA_TAIL=false``) counts as the end of time. An
+input's watermark is the minimum over all its partitions; partitions not heard
+from yet hold it at the beginning of time.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+from operators.records import (
+    BEGINNING_OF_TIME_MS,
+    END_OF_TIME_MS,
+    DecodedBatch,
+    PartitionStatus,
+)
+
+CLICKS = 0
+PROFILES = 1
+
+
+class ShardInput(NamedTuple):
+    """Part of one source batch, for one shard: its records and the position."""
+
+    side: int  # CLICKS or PROFILES
+    partition: int
+    partition_count: int
+    items: list
+    max_event_ms: Optional[int]
+    status: PartitionStatus
+    polled_at_ms: int
+
+
+def shard_key(user_id: str, shards: int) -> str:
+    """The state shard of a user: stable across processes, workers and restarts."""
+    return f"shard-{zlib.crc32(user_id.encode()) % shards:03d}"
+
+
+class ShardRouter:
+    """Splits decoded batches into per-shard inputs and spreads progress to all shards."""
+
+    def __init__(self, side: int, shards: int, progress_interval_s: float = 0.1):
+        self.side = side
+        self.keys = [f"shard-{i:03d}" for i in range(shards)]
+        self.shards = shards
+        self.interval = progress_interval_s
+        # (partition) -> (monotonic time of last broadcast, status then)
+        self._last: Dict[int, Tuple[float, PartitionStatus]] = {}
+
+    def route(self, batch: DecodedBatch) -> List[Tuple[str, ShardInput]]:
+        shards = self.shards
+        keys = self.keys
+        crc32 = zlib.crc32
+        groups: Dict[int, list] = {}
+        for item in batch.items:
+            index = crc32(item.user_id.encode()) % shards
+            group = groups.get(index)
+            if group is None:
+                groups[index] = [item]
+            else:
+                group.append(item)
+        side = self.side
+        out = [
+            (
+                keys[index],
+                ShardInput(
+                    side,
+                    batch.partition,
+                    batch.partition_count,
+                    items,
+                    batch.max_event_ms,
+                    batch.status,
+                    batch.polled_at_ms,
+                ),
+            )
+            for index, items in groups.items()
+        ]
+        now = time.monotonic()
+        last = self._last.get(batch.partition)
+        if last is None or last[1] != batch.status or now - last[0] >= self.interval:
+            self._last[batch.partition] = (now, batch.status)
+            progress = ShardInput(
+                side,
+                batch.partition,
+                batch.partition_count,
+                [],
+                batch.max_event_ms,
+                batch.status,
+                batch.polled_at_ms,
+            )
+            out.extend((keys[i], progress) for i in range(shards) if i not in groups)
+        return out
+
+
+class InputProgress:
+    """The event-time watermark of one input (all partitions of one topic)."""
+
+    __slots__ = ("partition_wm", "partition_count", "watermark")
+
+    def __init__(self, state=None):
+        if state is None:
+            self.partition_wm: Dict[int, int] = {}
+            self.partition_count = 0
+        else:
+            self.partition_wm, self.partition_count = dict(state[0]), state[1]
+        self.watermark = self._compute()
+
+    def update(self, inp: ShardInput) -> int:
+        status = inp.status
+        if status == PartitionStatus.FINISHED:
+            wm = END_OF_TIME_MS
+        elif inp.max_event_ms is None:
+            wm = BEGINNING_OF_TIME_MS
+        elif status == PartitionStatus.CAUGHT_UP:
+            # Everything in the partition has been read: its newest event time
+            # is complete, and anything produced later is fresh.
+            wm = max(inp.max_event_ms, inp.polled_at_ms)
+        else:
+            # More records with this same event time may still follow.
+            wm = inp.max_event_ms - 1
+        if status == PartitionStatus.CAUGHT_UP and inp.polled_at_ms > wm:
+            wm = inp.polled_at_ms
+        old = self.partition_wm.get(inp.partition, BEGINNING_OF_TIME_MS)
+        if wm > old or inp.partition not in self.partition_wm:
+            self.partition_wm[inp.partition] = max(wm, old)
+            self.partition_count = inp.partition_count
+            self.watermark = self._compute()
+        elif inp.partition_count != self.partition_count:
+            self.partition_count = inp.partition_count
+            self.watermark = self._compute()
+        return self.watermark
+
+    def _compute(self) -> int:
+        if self.partition_count == 0 or len(self.partition_wm) < self.partition_count:
+            return BEGINNING_OF_TIME_MS
+        return min(self.partition_wm.values())
+
+    def snapshot(self):
+        return (dict(self.partition_wm), self.partition_count)
+
+
