@@ -181,6 +181,11 @@ class CommonSettings(BaseSettings):
         1000, alias="SOURCE_BATCH_SIZE", gt=0, le=100_000,
         description="max messages taken from one partition per poll",
     )
+    state_shards: int = Field(
+        16, alias="STATE_SHARDS", ge=1, le=4096,
+        description="shards of keyed state (the unit of parallelism of the join "
+        "and window state); fixed for the life of a recovery store",
+    )
 
 
 class ClicksSettings(CommonSettings):
@@ -207,15 +212,40 @@ class ClicksSettings(CommonSettings):
         description="processing time a click waits for the profiles input to pass "
         "its event time before it is resolved with what is known",
     )
-    join_shards: int = Field(
-        16, alias="JOIN_SHARDS", ge=1, le=4096,
-        description="state shards of the as-of join; fixed for the life of a "
-        "recovery store",
-    )
     window_seconds: float = Field(
         1800.0, alias="WINDOW_SECONDS", gt=0,
         description="window length of the window join strategy",
     )
+
+
+class WindowedSettings(CommonSettings):
+    """Settings shared by the windowed jobs."""
+
+    late_topic: str = Field("late_clicks", alias="LATE_TOPIC", min_length=1)
+
+
+class TopUsersSettings(WindowedSettings):
+    """``dataflows.top_users``: top users per tumbling window."""
+
+    window_seconds: float = Field(1800.0, alias="WINDOW_SECONDS", gt=0)
+    top_n: int = Field(10, alias="TOP_N", ge=1, le=10_000)
+    top_users_topic: str = Field("top_users", alias="TOP_USERS_TOPIC", min_length=1)
+
+
+class AlertsSettings(WindowedSettings):
+    """``dataflows.alerts``: per-user sliding-window click-rate alerts."""
+
+    rate_window_seconds: float = Field(60.0, alias="RATE_WINDOW_SECONDS", gt=0)
+    rate_slide_seconds: float = Field(10.0, alias="RATE_SLIDE_SECONDS", gt=0)
+    alert_threshold: int = Field(100, alias="ALERT_THRESHOLD", ge=0)
+    alerts_topic: str = Field("click_alerts", alias="ALERTS_TOPIC", min_length=1)
+
+
+class SessionsSettings(WindowedSettings):
+    """``dataflows.sessions``: per-user session windows."""
+
+    session_gap_seconds: float = Field(1800.0, alias="SESSION_GAP_SECONDS", gt=0)
+    sessions_topic: str = Field("user_sessions", alias="SESSIONS_TOPIC", min_length=1)
 
 
 def _describe(error: Dict[str, Any], fields: Dict[str, Any]) -> str:

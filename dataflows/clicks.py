@@ -21,21 +21,11 @@ from typing import List
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
-from clickstream.settings import (
-    ClicksSettings,
-    ConfigError,
-    JoinMode,
-    JoinStrategy,
-    KafkaConnection,
-    load_settings,
-)
+from clickstream.settings import ClicksSettings, JoinMode, JoinStrategy, KafkaConnection
+from dataflows.common import clicks_input, kafka_input, settings_from_env, write_outputs
 from operators.asof_join import asof_join
-from operators.dead_letters import dead_letter_messages
-from operators.decode import decode
-from operators.event_parsing import parse_click, parse_profile
+from operators.event_parsing import parse_profile
 from operators.join_output import encode_results
-from operators.kafka_sink import KafkaOutSink
-from operators.kafka_source import KafkaBatchSource
 from operators.records import DecodedBatch, JoinResult
 
 log = logging.getLogger("dataflows.clicks")
@@ -57,7 +47,7 @@ def _join(
             ttl=timedelta(seconds=settings.profile_ttl_seconds),
             wait=timedelta(seconds=settings.profile_wait_seconds),
             lateness=timedelta(seconds=settings.allowed_lateness_seconds),
-            shards=settings.join_shards,
+            shards=settings.state_shards,
         ).joined
     click_items = op.flat_map("click_items", clicks, _items)
     profile_items = op.flat_map("profile_items", profiles, _items)
@@ -83,16 +73,8 @@ def build_flow(settings: ClicksSettings, kafka: KafkaConnection) -> Dataflow:
     """The clicks dataflow for the given settings."""
     config = kafka.to_librdkafka()
     flow = Dataflow("clicks")
-
-    def source(topic: str) -> KafkaBatchSource:
-        return KafkaBatchSource(
-            config, topic, tail=settings.kafka_tail, batch_size=settings.source_batch_size
-        )
-
-    clicks_raw = op.input("clicks_in", flow, source(settings.clicks_topic))
-    profiles_raw = op.input("profiles_in", flow, source(settings.profiles_topic))
-    clicks = decode("decode_clicks", clicks_raw, parse_click)
-    profiles = decode("decode_profiles", profiles_raw, parse_profile)
+    clicks = clicks_input(flow, settings, config)
+    profiles = kafka_input(flow, "profiles", settings.profiles_topic, parse_profile, settings, config)
 
     results = _join(settings, clicks.oks, profiles.oks)
     unmatched_topic = settings.unmatched_topic if settings.join_mode == JoinMode.INNER else None
@@ -100,47 +82,17 @@ def build_flow(settings: ClicksSettings, kafka: KafkaConnection) -> Dataflow:
     encoded = op.map(
         "encode", results, lambda rs: encode_results(rs, joined_topic, unmatched_topic)
     )
-    dlq_topic = settings.dlq_topic
-    dead = op.map(
-        "dead_letters",
-        op.merge("all_errs", clicks.errs, profiles.errs),
-        lambda ds: dead_letter_messages(ds, dlq_topic),
-    )
-    op.output("kafka_out", op.merge("all_out", encoded, dead), KafkaOutSink(config))
+    write_outputs("out", config, settings.dlq_topic, [clicks.errs, profiles.errs], [encoded])
     return flow
 
 
 def flow_from_env() -> Dataflow:
     """Build the dataflow from environment variables; exits with a clear message if bad."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    settings, kafka = load_settings(ClicksSettings)
-    check_kafka_config(kafka)
+    settings, kafka = settings_from_env(ClicksSettings, "clicks")
     log.info(
-        "clicks job: strategy=%s mode=%s tail=%s kafka=%s",
-        settings.join_strategy.value,
-        settings.join_mode.value,
-        settings.kafka_tail,
-        kafka.redacted(),
+        "strategy=%s mode=%s", settings.join_strategy.value, settings.join_mode.value
     )
     return build_flow(settings, kafka)
-
-
-def check_kafka_config(kafka: KafkaConnection) -> None:
-    """Reject unknown or invalid librdkafka properties before the dataflow starts."""
-    from confluent_kafka import KafkaException, Producer
-
-    try:
-        Producer(kafka.to_librdkafka())
-    except KafkaException as exc:
-        # librdkafka names the bad property; map it back to the variable.
-        text = str(exc.args[0].str() if exc.args else exc)
-        for secret in kafka.secrets.values():
-            value = secret.get_secret_value()
-            if value:
-                text = text.replace(value, "**********")
-        raise ConfigError(f"invalid configuration:\n  KAFKA_* librdkafka property: {text}") from None
 
 
 def __getattr__(name: str):

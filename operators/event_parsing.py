@@ -19,7 +19,7 @@ Rules (the package's record contract):
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Optional, Tuple, Union
 
 import orjson
@@ -124,7 +124,7 @@ def parse_click(
         user_id, ts_ms, _ = _decode(record, "ts", now_ms)
     except _Reject as rej:
         return DeadLetter(record, topic, rej.reason, rej.detail, "decode_click")
-    return Click(user_id, ts_ms, record.value, topic, record.partition, record.offset)
+    return Click(user_id, ts_ms, record.value, topic, record.partition, record.offset, record.key)
 
 
 def parse_profile(
@@ -144,3 +144,8 @@ def event_time_or_none(value: Any) -> Optional[int]:
         return parse_event_time(value, "time")
     except _Reject:
         return None
+
+
+def format_event_time(ts_ms: int) -> str:
+    """Epoch ms as ISO-8601 UTC with milliseconds, e.g. ``2026-01-01T00:30:00.000+00:00``."""
+    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")

@@ -70,6 +70,8 @@ class Click(NamedTuple):
     topic: str
     partition: int
     offset: int
+    #: The original message key (for outputs that must keep it, e.g. late clicks).
+    key: Optional[bytes] = None
 
 
 class ProfileVersion(NamedTuple):
@@ -116,6 +118,17 @@ class JoinResult(NamedTuple):
 
     click: Click
     profile: Optional[ProfileVersion]
+
+
+class LateClick(NamedTuple):
+    """A click that arrived after the window it belongs to was closed and emitted."""
+
+    click: Click
+    #: The (first) window it missed, epoch ms, end exclusive.
+    window_start_ms: int
+    window_end_ms: int
+    #: The watermark when it arrived.
+    watermark_ms: int
 
 
 class OutMessage(NamedTuple):

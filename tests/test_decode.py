@@ -47,7 +47,7 @@ GOOD_CLICKS = [
 @pytest.mark.parametrize("value,user_id,ts_ms", GOOD_CLICKS)
 def test_valid_click_keeps_its_bytes_and_normalises_user_and_time(value, user_id, ts_ms):
     assert parse_click(record(value, offset=7), "user_clicks", NOW) == Click(
-        user_id, ts_ms, value, "user_clicks", 0, 7
+        user_id, ts_ms, value, "user_clicks", 0, 7, b"k"
     )
 
 

@@ -1,0 +1,96 @@
+"""Wiring shared by every job: settings from the environment, the clicks input
+(decoded, with dead letters), late-click messages and the Kafka output."""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Tuple
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream
+
+from clickstream.settings import CommonSettings, ConfigError, KafkaConnection, load_settings
+from operators.dead_letters import dead_letter_messages
+from operators.decode import DecodeOut, Parser, decode
+from operators.event_parsing import format_event_time, parse_click
+from operators.kafka_sink import KafkaOutSink
+from operators.kafka_source import KafkaBatchSource
+from operators.records import LateClick, OutMessage
+
+
+def settings_from_env(cls: type, job: str) -> Tuple[CommonSettings, KafkaConnection]:
+    """Validated settings and Kafka connection; exits with a clear message if bad."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings, kafka = load_settings(cls)
+    check_kafka_config(kafka)
+    logging.getLogger(f"dataflows.{job}").info(
+        "%s job: tail=%s kafka=%s", job, settings.kafka_tail, kafka.redacted()
+    )
+    return settings, kafka
+
+
+def check_kafka_config(kafka: KafkaConnection) -> None:
+    """Reject unknown or invalid librdkafka properties before the dataflow starts."""
+    from confluent_kafka import KafkaException, Producer
+
+    try:
+        Producer(kafka.to_librdkafka())
+    except KafkaException as exc:
+        # librdkafka names the bad property; never echo a secret value.
+        text = str(exc.args[0].str() if exc.args else exc)
+        for secret in kafka.secrets.values():
+            value = secret.get_secret_value()
+            if value:
+                text = text.replace(value, "**********")
+        raise ConfigError(f"invalid configuration:\n  KAFKA_* librdkafka property: {text}") from None
+
+
+def kafka_input(
+    flow: Dataflow, step_id: str, topic: str, parse: Parser, settings: CommonSettings, config: Dict[str, str]
+) -> DecodeOut:
+    """Read ``topic`` as position-reporting batches and decode them with ``parse``."""
+    source = KafkaBatchSource(
+        config, topic, tail=settings.kafka_tail, batch_size=settings.source_batch_size
+    )
+    return decode(f"decode_{step_id}", op.input(f"{step_id}_in", flow, source), parse)
+
+
+def clicks_input(flow: Dataflow, settings: CommonSettings, config: Dict[str, str]) -> DecodeOut:
+    return kafka_input(flow, "clicks", settings.clicks_topic, parse_click, settings, config)
+
+
+def late_click_message(late: LateClick, topic: str) -> OutMessage:
+    """The original click (bytes and key) with headers naming the window it missed."""
+    click = late.click
+    headers = [
+        ("late.window_start", format_event_time(late.window_start_ms).encode()),
+        ("late.window_end", format_event_time(late.window_end_ms).encode()),
+        ("late.watermark", format_event_time(late.watermark_ms).encode()),
+        ("late.event_time", format_event_time(click.ts_ms).encode()),
+        ("late.topic", click.topic.encode()),
+        ("late.partition", str(click.partition).encode()),
+        ("late.offset", str(click.offset).encode()),
+    ]
+    return OutMessage(topic, click.key, click.value, headers)
+
+
+def write_outputs(
+    flow_step: str,
+    config: Dict[str, str],
+    dlq_topic: str,
+    dead: List[Stream],
+    results: List[Stream],
+) -> None:
+    """Merge result message lists and dead letters into one Kafka sink."""
+    dead_messages = op.map(
+        f"{flow_step}_dead_letters",
+        op.merge(f"{flow_step}_all_errs", *dead),
+        lambda ds: dead_letter_messages(ds, dlq_topic),
+    )
+    op.output(
+        "kafka_out",
+        op.merge(f"{flow_step}_all_out", dead_messages, *results),
+        KafkaOutSink(config),
+    )

@@ -1,0 +1,78 @@
+"""A base for windowed stateful logic on the clicks input, driven by a global watermark.
+
+Bytewax's windowing keeps a clock per key: a key's watermark only moves when
+that key gets data, closed windows re-open when very late data arrives and
+are emitted twice, and event times far in the past make its wake-ups always
+overdue so the worker spins (upstream #578). The windowed jobs of this package
+avoid all three by keeping their state in shards (see
+:mod:`operators.progress`) and closing windows from the *input's* watermark:
+
+* windows close when the clicks watermark passes their end plus the allowed
+  lateness, whether or not their own key gets more data;
+* a click whose window is already closed is reported as a
+  :class:`~operators.records.LateClick` and never re-opens anything;
+* nothing is scheduled on the system clock (no ``notify_at``), so backfill
+  cannot spin; an idle tailing input still advances the watermark through the
+  source's heartbeat (its wall clock while caught up).
+
+Subclasses implement :meth:`add` (one click, not late) and :meth:`close`
+(everything that the watermark has closed), and their own state snapshot.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional, Tuple
+
+import bytewax.operators as op
+
+from operators.progress import InputProgress, ShardInput
+from operators.records import END_OF_TIME_MS, Click
+
+#: Tags of what a shard emits: results of the subclass, and late clicks.
+RESULT = 0
+LATE = 1
+
+Emitted = List[Tuple[int, Any]]
+
+
+class EventTimeShardLogic(op.StatefulBatchLogic):
+    """One shard of a windowed job: feed clicks, close by the clicks watermark."""
+
+    def __init__(self, progress_state: Optional[tuple]):
+        self.clicks = InputProgress(progress_state)
+
+    # -- to implement ----------------------------------------------------
+    def add(self, click: Click, watermark: int, out: Emitted) -> None:
+        """Take one click; append ``(LATE, LateClick)`` to ``out`` if it is late."""
+        raise NotImplementedError
+
+    def close(self, watermark: int, out: Emitted) -> None:
+        """Emit ``(RESULT, ...)`` for everything ``watermark`` closes and free it."""
+        raise NotImplementedError
+
+    # -- Bytewax callbacks ------------------------------------------------
+    def on_batch(self, values: List[ShardInput]):
+        out: Emitted = []
+        clicks = self.clicks
+        for inp in values:
+            watermark = clicks.watermark
+            for click in inp.items:
+                self.add(click, watermark, out)
+            before = watermark
+            if clicks.update(inp) != before:
+                self.close(clicks.watermark, out)
+        return ([out] if out else []), False
+
+    def on_eof(self):
+        # The input ended on this execution: with KAFKA_TAIL=false every
+        # partition reported FINISHED already; close everything regardless.
+        out: Emitted = []
+        self.close(END_OF_TIME_MS, out)
+        return ([out] if out else []), False
+
+
+def split_emitted(emitted: Emitted) -> Tuple[list, list]:
+    """(results, late clicks) of one shard activation."""
+    results = [item for tag, item in emitted if tag == RESULT]
+    late = [item for tag, item in emitted if tag == LATE]
+    return results, late
