@@ -33,6 +33,9 @@ TOPICS = {
     "joined_data": 4,
     "unmatched_clicks": 1,
     "dead_letters": 1,
+    "top_users": 1,
+    "late_clicks": 1,
+    "top_users_dead_letters": 1,
 }
 
 
@@ -40,7 +43,7 @@ def _section(title: str) -> None:
     print(f"\n== {title} " + "=" * max(0, 66 - len(title)), flush=True)
 
 
-def run_clicks_job(bootstrap: str, workers: int, extra_env: Dict[str, str]) -> float:
+def run_job(job: str, bootstrap: str, workers: int, extra_env: Dict[str, str]) -> float:
     env = dict(os.environ)
     env.update(
         {
@@ -54,11 +57,11 @@ def run_clicks_job(bootstrap: str, workers: int, extra_env: Dict[str, str]) -> f
     env.update(extra_env)
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", "dataflows.clicks", "-w", str(workers)],
+        [sys.executable, "-m", "bytewax.run", f"dataflows.{job}", "-w", str(workers)],
         env=env,
     )
     if proc.returncode != 0:
-        raise SystemExit(f"demo: the clicks job failed with status {proc.returncode}")
+        raise SystemExit(f"demo: the {job} job failed with status {proc.returncode}")
     return time.monotonic() - started
 
 
@@ -87,6 +90,42 @@ def summarise_outputs(bootstrap: str) -> Dict[str, object]:
         "dead_letters_by_reason": {f"{t}/{r}": n for (t, r), n in sorted(reasons.items())},
         "samples": matched,
     }
+
+
+def print_top_users(windows: List[dict], seconds: float, late: int) -> None:
+    """One row per 30-minute window: its top 5 users and their clicks."""
+    print(f"{len(windows)} windows in {seconds:.1f} s, {late} late clicks")
+    print(f"{'window (UTC)':<13} {'top users (clicks)'}")
+    for window in sorted(windows, key=lambda w: w["window_start"]):
+        span = window["window_start"][11:16] + "-" + window["window_end"][11:16]
+        tops = "  ".join(f"{t['user_id']}({t['clicks']})" for t in window["top"][:5])
+        print(f"{span:<13} {tops}")
+
+
+def write_top_users_chart(windows: List[dict], path: Path) -> Path:
+    """A PNG: one panel per window, horizontal bars of its top users."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    windows = sorted(windows, key=lambda w: w["window_start"])
+    cols = 4
+    rows = max(1, -(-len(windows) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)
+    for ax, window in zip(axes.flat, windows):
+        ax.set_visible(True)
+        top = list(reversed(window["top"]))
+        ax.barh([t["user_id"] for t in top], [t["clicks"] for t in top], color="#3b7dd8")
+        ax.set_title(f"{window['window_start'][11:16]}-{window['window_end'][11:16]} UTC", fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.suptitle("Top users per 30-minute window (clicks)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -125,10 +164,20 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 1
 
         _section(f"python -m bytewax.run dataflows.clicks -w {args.workers}")
-        job_seconds = run_clicks_job(bootstrap, args.workers, {})
-
-        _section("summary")
+        job_seconds = run_job("clicks", bootstrap, args.workers, {})
         outputs = summarise_outputs(bootstrap)
+
+        _section(f"python -m bytewax.run dataflows.top_users -w {args.workers}")
+        top_seconds = run_job(
+            "top_users", bootstrap, args.workers, {"DLQ_TOPIC": "top_users_dead_letters"}
+        )
+        windows = [orjson.loads(r.value) for r in read_all(bootstrap, "top_users")]
+        late_count = len(read_all(bootstrap, "late_clicks"))
+    print_top_users(windows, top_seconds, late_count)
+    chart = write_top_users_chart(windows, out_dir / "top_users.png")
+    print(f"chart written to {chart}")
+
+    _section("summary")
     valid_clicks = report.clicks_produced
     bad_in = report.bad_total
     accounted = outputs["joined_records"] + outputs["unmatched_topic_records"]
@@ -143,6 +192,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         "records_out": {k: v for k, v in outputs.items() if k != "samples"},
         "every_record_accounted_for": balanced,
         "job_seconds": round(job_seconds, 2),
+        "top_users": {
+            "windows": len(windows),
+            "late_clicks": late_count,
+            "job_seconds": round(top_seconds, 2),
+            "chart": str(out_dir / "top_users.png"),
+        },
         "clicks_per_second": round(valid_clicks / job_seconds) if job_seconds else None,
         "total_seconds": round(time.monotonic() - total_started, 2),
     }

@@ -1,0 +1,93 @@
+"""The click-rate alerts job: users clicking more than a threshold in a sliding window.
+
+``python -m bytewax.run dataflows.alerts``. Output to ``ALERTS_TOPIC``, key =
+user id (UTF-8), value::
+
+    {"user_id": "u00042",
+     "window_start": "2026-01-01T00:00:10.000+00:00",
+     "window_end": "2026-01-01T00:01:10.000+00:00",
+     "clicks": 137}
+
+one message per (user, window) whose count is above ``ALERT_THRESHOLD``.
+Windows are ``RATE_WINDOW_SECONDS`` long and start every
+``RATE_SLIDE_SECONDS`` (which must divide the window). Clicks that arrive
+after one of their windows closed go to ``LATE_TOPIC``; bad records to
+``DLQ_TOPIC``. See :mod:`operators.click_alerts`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import bytewax.operators as op
+import orjson
+from bytewax.dataflow import Dataflow
+
+from clickstream.settings import AlertsSettings, ConfigError, KafkaConnection
+from dataflows.common import clicks_input, late_click_message, settings_from_env, write_outputs
+from operators.click_alerts import RateAlert, click_alerts
+from operators.event_parsing import format_event_time
+from operators.records import OutMessage
+
+
+def alert_message(alert: RateAlert, topic: str) -> OutMessage:
+    value = {
+        "user_id": alert.user_id,
+        "window_start": format_event_time(alert.window_start_ms),
+        "window_end": format_event_time(alert.window_end_ms),
+        "clicks": alert.clicks,
+    }
+    return OutMessage(topic, alert.user_id.encode(), orjson.dumps(value))
+
+
+def check_windows(settings: AlertsSettings) -> None:
+    """Window and slide must be whole milliseconds and the window a multiple of the slide.
+
+    Pydantic already guarantees both are > 0; this is the cross-field rule.
+    """
+    window, slide = settings.rate_window_seconds, settings.rate_slide_seconds
+    problems = []
+    for name, seconds in (("RATE_WINDOW_SECONDS", window), ("RATE_SLIDE_SECONDS", slide)):
+        ms = seconds * 1000
+        if round(ms) < 1 or abs(ms - round(ms)) > 1e-6:
+            problems.append(f"{name}: must be a whole number of milliseconds, at least 0.001 (got {seconds:g})")
+    if not problems and round(window * 1000) % round(slide * 1000):
+        problems.append(
+            "RATE_WINDOW_SECONDS: must be a whole multiple of RATE_SLIDE_SECONDS "
+            f"(got {window:g} and {slide:g})"
+        )
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def build_flow(settings: AlertsSettings, kafka: KafkaConnection) -> Dataflow:
+    check_windows(settings)
+    config = kafka.to_librdkafka()
+    flow = Dataflow("alerts")
+    clicks = clicks_input(flow, settings, config)
+    rates = click_alerts(
+        "click_alerts",
+        clicks.oks,
+        window=timedelta(seconds=settings.rate_window_seconds),
+        slide=timedelta(seconds=settings.rate_slide_seconds),
+        threshold=settings.alert_threshold,
+        lateness=timedelta(seconds=settings.allowed_lateness_seconds),
+        shards=settings.state_shards,
+    )
+    topic, late_topic = settings.alerts_topic, settings.late_topic
+    alerts = op.map("encode", rates.alerts, lambda xs: [alert_message(x, topic) for x in xs])
+    late = op.map("encode_late", rates.late, lambda ls: [late_click_message(x, late_topic) for x in ls])
+    write_outputs("out", config, settings.dlq_topic, [clicks.errs], [alerts, late])
+    return flow
+
+
+def flow_from_env() -> Dataflow:
+    settings, kafka = settings_from_env(AlertsSettings, "alerts")
+    check_windows(settings)
+    return build_flow(settings, kafka)
+
+
+def __getattr__(name: str):
+    if name == "flow":
+        return flow_from_env()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

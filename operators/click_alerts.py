@@ -1,0 +1,160 @@
+"""``click_alerts``: per-user click-rate alerts over event-time sliding windows.
+
+A user's clicks are counted in sliding windows of length ``window`` that start
+every ``slide`` (aligned to the UTC epoch: window starts are multiples of
+``slide``, and a click at ``t`` is in every window with
+``start <= t < start + window``, i.e. ``window / slide`` windows).
+
+Count shards (users spread by ``crc32(user_id)``, see
+:mod:`operators.progress`) keep one count per (window, user) for open windows
+only. A window closes when the clicks watermark reaches its end plus the
+allowed lateness (the same rule as :func:`operators.top_users.closed_through`,
+on the slide grid); at close, every user with **more than** ``threshold``
+clicks in it gets exactly one :class:`RateAlert`, and the window's counts are
+freed. Each user lives in one shard, so no merge step is needed.
+
+A click is *late* when at least one of its windows has already closed: it is
+reported once as a :class:`~operators.records.LateClick` naming the earliest
+window it missed, and it is still counted in those of its windows that are
+open. Closed windows are never re-opened or emitted again.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Dict, List, NamedTuple, Tuple
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+
+from operators.event_time_shard import LATE, RESULT, Emitted, EventTimeShardLogic, split_emitted
+from operators.progress import CLICKS, ShardRouter
+from operators.records import BEGINNING_OF_TIME_MS, Click, DecodedBatch, LateClick
+from operators.top_users import closed_through
+
+
+class RateAlert(NamedTuple):
+    """A user clicked more than the threshold in one window (epoch ms, end exclusive)."""
+
+    user_id: str
+    window_start_ms: int
+    window_end_ms: int
+    clicks: int
+
+
+def window_ms_of(window: timedelta, slide: timedelta) -> Tuple[int, int]:
+    """(window ms, slide ms), checked: both positive, window a whole multiple of slide."""
+    window_ms = round(window.total_seconds() * 1000)
+    slide_ms = round(slide.total_seconds() * 1000)
+    if window_ms < 1 or slide_ms < 1:
+        raise ValueError(f"window and slide must be at least 1 ms (got {window} and {slide})")
+    if window_ms % slide_ms:
+        raise ValueError(
+            f"window must be a whole multiple of slide (got {window_ms} ms and {slide_ms} ms)"
+        )
+    return window_ms, slide_ms
+
+
+class RateCountLogic(EventTimeShardLogic):
+    """Count shard: clicks per user per open sliding window, alerts at close.
+
+    State: ``counts`` maps a window's *end* to ``{user: clicks}``; ``ends`` is
+    a heap of those ends, so closing pops only what closes. ``closed_ms``: every
+    window ending at or before it is closed.
+    """
+
+    def __init__(self, window_ms: int, slide_ms: int, lateness_ms: int, threshold: int, state):
+        super().__init__(None if state is None else state[0])
+        self.window_ms = window_ms
+        self.slide_ms = slide_ms
+        self.lateness_ms = lateness_ms
+        self.threshold = threshold
+        if state is None:
+            self.counts: Dict[int, Dict[str, int]] = {}
+            self.closed_ms = BEGINNING_OF_TIME_MS
+        else:
+            self.counts = {end: dict(users) for end, users in state[1]}
+            self.closed_ms = state[2]
+        self.ends: List[int] = sorted(self.counts)  # a sorted list is a heap
+
+    def add(self, click: Click, watermark: int, out: Emitted) -> None:
+        ts = click.ts_ms
+        slide = self.slide_ms
+        # The click's windows end at first_end, first_end + slide, ..., last_end.
+        last_end = ts - ts % slide + self.window_ms
+        first_end = last_end - self.window_ms + slide
+        closed = self.closed_ms
+        if first_end <= closed:
+            out.append((LATE, LateClick(click, first_end - self.window_ms, first_end, watermark)))
+            # Count it only in the windows still open: those ending after `closed`.
+            first_end = closed - closed % slide + slide
+        counts = self.counts
+        user = click.user_id
+        for end in range(first_end, last_end + 1, slide):
+            users = counts.get(end)
+            if users is None:
+                users = counts[end] = {}
+                heapq.heappush(self.ends, end)
+            users[user] = users.get(user, 0) + 1
+
+    def close(self, watermark: int, out: Emitted) -> None:
+        through = closed_through(watermark, self.slide_ms, self.lateness_ms)
+        if through <= self.closed_ms:
+            return
+        self.closed_ms = through
+        ends, counts = self.ends, self.counts
+        threshold, window_ms = self.threshold, self.window_ms
+        while ends and ends[0] <= through:
+            end = heapq.heappop(ends)
+            users = counts.pop(end)
+            for user in sorted(u for u, n in users.items() if n > threshold):
+                out.append((RESULT, RateAlert(user, end - window_ms, end, users[user])))
+
+    def snapshot(self):
+        # Immutable: recovery pickles it later, after more items may have arrived.
+        return (
+            self.clicks.snapshot(),
+            tuple((end, tuple(users.items())) for end, users in self.counts.items()),
+            self.closed_ms,
+        )
+
+
+@dataclass(frozen=True)
+class ClickAlertsOut:
+    """Alerts per closed window, and the clicks that arrived after a window of theirs closed."""
+
+    alerts: Stream[List[RateAlert]]
+    late: Stream[List[LateClick]]
+
+
+@operator
+def click_alerts(
+    step_id: str,
+    clicks: Stream[DecodedBatch],
+    *,
+    window: timedelta,
+    slide: timedelta,
+    threshold: int,
+    lateness: timedelta,
+    shards: int = 16,
+) -> ClickAlertsOut:
+    """Alert when a user has more than ``threshold`` clicks in a sliding ``window``."""
+    window_ms, slide_ms = window_ms_of(window, slide)
+    if threshold < 0 or shards < 1:
+        raise ValueError("threshold must be >= 0 and shards >= 1")
+    lateness_ms = round(lateness.total_seconds() * 1000)
+    if lateness_ms < 0:
+        raise ValueError("lateness must not be negative")
+    router = ShardRouter(CLICKS, shards)
+    keyed = op.flat_map("route", clicks, router.route)
+    counted = op.stateful_batch(
+        "count",
+        keyed,
+        lambda state: RateCountLogic(window_ms, slide_ms, lateness_ms, threshold, state),
+    )
+    emitted = op.map("split", counted, lambda keyed_out: split_emitted(keyed_out[1]))
+    alerts = op.filter_map("alerts", emitted, lambda pair: pair[0] or None)
+    late = op.filter_map("late", emitted, lambda pair: pair[1] or None)
+    return ClickAlertsOut(alerts, late)
