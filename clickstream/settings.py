@@ -54,7 +54,8 @@ NOT_SECRET = frozenset(
 
 
 class ConfigError(SystemExit):
-    """Configuration is unusable. Exits the process with status 2 and a message."""
+    """Configuration is unusable. Uncaught, it exits the process with status 1,
+    printing only its message (no traceback)."""
 
     def __init__(self, message: str):
         super().__init__(message)

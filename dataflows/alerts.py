@@ -23,7 +23,7 @@ import bytewax.operators as op
 import orjson
 from bytewax.dataflow import Dataflow
 
-from clickstream.settings import AlertsSettings, ConfigError, KafkaConnection
+from clickstream.settings import AlertsSettings, ConfigError, KafkaConnection, load_settings
 from dataflows.common import clicks_input, late_click_message, settings_from_env, write_outputs
 from operators.click_alerts import RateAlert, click_alerts
 from operators.event_parsing import format_event_time
@@ -82,8 +82,9 @@ def build_flow(settings: AlertsSettings, kafka: KafkaConnection) -> Dataflow:
 
 
 def flow_from_env() -> Dataflow:
+    # The cross-field rule first, before a Kafka client is built or anything logged.
+    check_windows(load_settings(AlertsSettings)[0])
     settings, kafka = settings_from_env(AlertsSettings, "alerts")
-    check_windows(settings)
     return build_flow(settings, kafka)
 
 

@@ -8,7 +8,7 @@ every ``slide`` (aligned to the UTC epoch: window starts are multiples of
 Count shards (users spread by ``crc32(user_id)``, see
 :mod:`operators.progress`) keep one count per (window, user) for open windows
 only. A window closes when the clicks watermark reaches its end plus the
-allowed lateness (the same rule as :func:`operators.top_users.closed_through`,
+allowed lateness (the same rule as :func:`operators.event_time_shard.closed_through`,
 on the slide grid); at close, every user with **more than** ``threshold``
 clicks in it gets exactly one :class:`RateAlert`, and the window's counts are
 freed. Each user lives in one shard, so no merge step is needed.
@@ -29,10 +29,16 @@ from typing import Dict, List, NamedTuple, Tuple
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
-from operators.event_time_shard import LATE, RESULT, Emitted, EventTimeShardLogic, split_emitted
+from operators.event_time_shard import (
+    LATE,
+    RESULT,
+    Emitted,
+    EventTimeShardLogic,
+    closed_through,
+    split_emitted,
+)
 from operators.progress import CLICKS, ShardRouter
 from operators.records import BEGINNING_OF_TIME_MS, Click, DecodedBatch, LateClick
-from operators.top_users import closed_through
 
 
 class RateAlert(NamedTuple):

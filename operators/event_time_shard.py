@@ -35,6 +35,14 @@ LATE = 1
 Emitted = List[Tuple[int, Any]]
 
 
+def closed_through(watermark: int, window_ms: int, lateness_ms: int) -> int:
+    """End of the last window closed at ``watermark``: every window ending at or before it."""
+    if watermark >= END_OF_TIME_MS:
+        return END_OF_TIME_MS
+    limit = watermark - lateness_ms
+    return limit - limit % window_ms
+
+
 class EventTimeShardLogic(op.StatefulBatchLogic):
     """One shard of a windowed job: feed clicks, close by the clicks watermark."""
 

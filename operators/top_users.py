@@ -24,9 +24,16 @@ from typing import Dict, List, NamedTuple, Tuple
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
-from operators.event_time_shard import LATE, RESULT, Emitted, EventTimeShardLogic, split_emitted
+from operators.event_time_shard import (
+    LATE,
+    RESULT,
+    Emitted,
+    EventTimeShardLogic,
+    closed_through,
+    split_emitted,
+)
 from operators.progress import CLICKS, ShardRouter
-from operators.records import BEGINNING_OF_TIME_MS, END_OF_TIME_MS, Click, DecodedBatch, LateClick
+from operators.records import BEGINNING_OF_TIME_MS, Click, DecodedBatch, LateClick
 
 Ranking = List[Tuple[str, int]]
 
@@ -51,14 +58,6 @@ class ShardReport(NamedTuple):
 def rank(counts: Dict[str, int], n: int) -> Ranking:
     """Top ``n`` of ``counts``: clicks descending, then user id ascending."""
     return heapq.nsmallest(n, counts.items(), key=lambda kv: (-kv[1], kv[0]))
-
-
-def closed_through(watermark: int, window_ms: int, lateness_ms: int) -> int:
-    """End of the last window closed at ``watermark``: every window ending at or before it."""
-    if watermark >= END_OF_TIME_MS:
-        return END_OF_TIME_MS
-    limit = watermark - lateness_ms
-    return limit - limit % window_ms
 
 
 class WindowCountLogic(EventTimeShardLogic):
