@@ -19,12 +19,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import bytewax.operators as op
 import orjson
 from bytewax.dataflow import Dataflow
 
 from clickstream.settings import AlertsSettings, ConfigError, KafkaConnection, load_settings
-from dataflows.common import clicks_input, late_click_message, settings_from_env, write_outputs
+from dataflows.common import clicks_input, lazy_flow, settings_from_env, write_windowed_outputs
 from operators.click_alerts import RateAlert, click_alerts
 from operators.event_parsing import format_event_time
 from operators.records import OutMessage
@@ -74,10 +73,10 @@ def build_flow(settings: AlertsSettings, kafka: KafkaConnection) -> Dataflow:
         lateness=timedelta(seconds=settings.allowed_lateness_seconds),
         shards=settings.state_shards,
     )
-    topic, late_topic = settings.alerts_topic, settings.late_topic
-    alerts = op.map("encode", rates.alerts, lambda xs: [alert_message(x, topic) for x in xs])
-    late = op.map("encode_late", rates.late, lambda ls: [late_click_message(x, late_topic) for x in ls])
-    write_outputs("out", config, settings.dlq_topic, [clicks.errs], [alerts, late])
+    topic = settings.alerts_topic
+    write_windowed_outputs(
+        config, settings, clicks, rates.alerts, rates.late, lambda x: alert_message(x, topic)
+    )
     return flow
 
 
@@ -88,7 +87,4 @@ def flow_from_env() -> Dataflow:
     return build_flow(settings, kafka)
 
 
-def __getattr__(name: str):
-    if name == "flow":
-        return flow_from_env()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_flow(flow_from_env)

@@ -22,7 +22,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
 from clickstream.settings import ClicksSettings, JoinMode, JoinStrategy, KafkaConnection
-from dataflows.common import clicks_input, kafka_input, settings_from_env, write_outputs
+from dataflows.common import clicks_input, kafka_input, lazy_flow, settings_from_env, write_outputs
 from operators.asof_join import asof_join
 from operators.event_parsing import parse_profile
 from operators.join_output import encode_results
@@ -95,9 +95,4 @@ def flow_from_env() -> Dataflow:
     return build_flow(settings, kafka)
 
 
-def __getattr__(name: str):
-    # `python -m bytewax.run dataflows.clicks` looks up `flow`: build it then,
-    # so importing this module (tests, tools) reads no environment.
-    if name == "flow":
-        return flow_from_env()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_flow(flow_from_env)

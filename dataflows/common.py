@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
@@ -101,3 +101,32 @@ def write_outputs(
         op.merge(f"{flow_step}_all_out", dead_messages, *results),
         KafkaOutSink(config),
     )
+
+
+def write_windowed_outputs(
+    config: Dict[str, str],
+    settings: CommonSettings,
+    clicks: DecodeOut,
+    results: Stream,
+    late: Stream[List[LateClick]],
+    encode_result: Callable[[object], OutMessage],
+) -> None:
+    """A windowed job's outputs: results, late clicks to LATE_TOPIC, dead letters."""
+    late_topic = settings.late_topic
+    encoded = op.map("encode", results, lambda xs: [encode_result(x) for x in xs])
+    late_messages = op.map(
+        "encode_late", late, lambda ls: [late_click_message(x, late_topic) for x in ls]
+    )
+    write_outputs("out", config, settings.dlq_topic, [clicks.errs], [encoded, late_messages])
+
+
+def lazy_flow(flow_from_env: Callable[[], Dataflow]) -> Callable[[str], Dataflow]:
+    """A module ``__getattr__`` that builds ``flow`` from the environment on first use,
+    so ``python -m bytewax.run dataflows.<job>`` works and importing reads no environment."""
+
+    def __getattr__(name: str) -> Dataflow:
+        if name == "flow":
+            return flow_from_env()
+        raise AttributeError(name)
+
+    return __getattr__

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import bytewax.operators as op
 import orjson
 from bytewax.dataflow import Dataflow
 
 from clickstream.settings import KafkaConnection, SessionsSettings
-from dataflows.common import clicks_input, late_click_message, settings_from_env, write_outputs
+from dataflows.common import clicks_input, lazy_flow, settings_from_env, write_windowed_outputs
 from operators.event_parsing import format_event_time
 from operators.records import OutMessage
 from operators.user_sessions import Session, user_sessions
@@ -49,10 +48,10 @@ def build_flow(settings: SessionsSettings, kafka: KafkaConnection) -> Dataflow:
         lateness=timedelta(seconds=settings.allowed_lateness_seconds),
         shards=settings.state_shards,
     )
-    topic, late_topic = settings.sessions_topic, settings.late_topic
-    sessions = op.map("encode", out.sessions, lambda ss: [session_message(s, topic) for s in ss])
-    late = op.map("encode_late", out.late, lambda ls: [late_click_message(x, late_topic) for x in ls])
-    write_outputs("out", config, settings.dlq_topic, [clicks.errs], [sessions, late])
+    topic = settings.sessions_topic
+    write_windowed_outputs(
+        config, settings, clicks, out.sessions, out.late, lambda s: session_message(s, topic)
+    )
     return flow
 
 
@@ -61,7 +60,4 @@ def flow_from_env() -> Dataflow:
     return build_flow(settings, kafka)
 
 
-def __getattr__(name: str):
-    if name == "flow":
-        return flow_from_env()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_flow(flow_from_env)

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import bytewax.operators as op
 import orjson
 from bytewax.dataflow import Dataflow
 
 from clickstream.settings import KafkaConnection, TopUsersSettings
-from dataflows.common import clicks_input, late_click_message, settings_from_env, write_outputs
+from dataflows.common import clicks_input, lazy_flow, settings_from_env, write_windowed_outputs
 from operators.event_parsing import format_event_time
 from operators.records import OutMessage
 from operators.top_users import WindowTop, top_users
@@ -48,10 +47,10 @@ def build_flow(settings: TopUsersSettings, kafka: KafkaConnection) -> Dataflow:
         top_n=settings.top_n,
         shards=settings.state_shards,
     )
-    topic, late_topic = settings.top_users_topic, settings.late_topic
-    windows = op.map("encode", tops.windows, lambda ws: [window_message(w, topic) for w in ws])
-    late = op.map("encode_late", tops.late, lambda ls: [late_click_message(x, late_topic) for x in ls])
-    write_outputs("out", config, settings.dlq_topic, [clicks.errs], [windows, late])
+    topic = settings.top_users_topic
+    write_windowed_outputs(
+        config, settings, clicks, tops.windows, tops.late, lambda w: window_message(w, topic)
+    )
     return flow
 
 
@@ -60,7 +59,4 @@ def flow_from_env() -> Dataflow:
     return build_flow(settings, kafka)
 
 
-def __getattr__(name: str):
-    if name == "flow":
-        return flow_from_env()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_flow(flow_from_env)
