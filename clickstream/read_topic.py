@@ -28,6 +28,10 @@ import orjson
 Headers = List[Tuple[str, bytes]]
 
 
+#: How long every partition's end must hold before reading stops.
+END_CONFIRM_S = 0.3
+
+
 class Record(NamedTuple):
     """One Kafka message as read."""
 
@@ -106,7 +110,10 @@ def iter_records(
             return
         consumer.assign([TopicPartition(topic, p, -2) for p in partitions])  # -2: beginning
         last_error = None
-        while pending:
+        # The end must hold for END_CONFIRM_S: the local Tansu broker reports a
+        # wrong high watermark, which librdkafka's end-of-partition event uses.
+        ended_at: Optional[float] = None
+        while pending or time.monotonic() - ended_at < END_CONFIRM_S:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 detail = f"; last error: {last_error}" if last_error else ""
@@ -119,11 +126,16 @@ def iter_records(
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         pending.discard(msg.partition())
+                        if not pending:
+                            ended_at = time.monotonic()
                     elif err.fatal():
                         raise RuntimeError(f"topic {topic!r}: {err}")
                     else:
                         last_error = err  # transient: retried until the timeout
                     continue
+                if not pending:
+                    # More arrived after the end: wait for its end again.
+                    pending.add(msg.partition())
                 ts_type, ts = msg.timestamp()
                 yield Record(
                     topic, msg.partition(), msg.offset(), msg.key(), msg.value(),

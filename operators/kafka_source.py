@@ -71,6 +71,7 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
         tail: bool,
         batch_size: int,
         heartbeat_s: float,
+        finish_confirm_s: float,
     ):
         self._topic = topic
         self._partition = partition
@@ -83,6 +84,8 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
         self._last_emit = 0.0
         self._done = False
         self._idle = False
+        self._finish_confirm_s = finish_confirm_s
+        self._end_seen_at: Optional[float] = None
         consumer_config = {
             "group.id": "clickstream-dataflows-unused",
             "enable.auto.commit": "false",
@@ -133,11 +136,20 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
             if messages[-1].error() is None:
                 reached_end = False
         previous = self._status
+        now = time.monotonic()
+        if records:
+            self._end_seen_at = None
+        if reached_end and not self._tail:
+            # Not tailing: the end must hold for `finish_confirm_s` before the
+            # partition counts as finished (see KafkaBatchSource).
+            self._end_seen_at = now
+            reached_end = False
         if reached_end:
-            self._status = PartitionStatus.CAUGHT_UP if self._tail else PartitionStatus.FINISHED
+            self._status = PartitionStatus.CAUGHT_UP
         elif records:
             self._status = PartitionStatus.READING
-        now = time.monotonic()
+        elif self._end_seen_at is not None and now - self._end_seen_at >= self._finish_confirm_s:
+            self._status = PartitionStatus.FINISHED
         heartbeat_due = (
             self._status == PartitionStatus.CAUGHT_UP and now - self._last_emit >= self._heartbeat_s
         )
@@ -181,11 +193,17 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, int]):
         batch_size: int = 1000,
         heartbeat_s: float = 0.1,
         starting_offset: int = OFFSET_BEGINNING,
+        finish_confirm_s: float = 0.5,
     ):
         """:arg config: librdkafka properties (``bootstrap.servers`` and any other).
 
         :arg tail: keep reading at the end of a partition (``False``: finish).
         :arg heartbeat_s: how often a caught-up idle partition reports progress.
+        :arg finish_confirm_s: with ``tail=False``, how long the end of a
+            partition must hold (no new record) before it counts as finished.
+            The local Tansu broker reports a wrong high watermark, and
+            librdkafka's end-of-partition event relies on it; under load it
+            was seen to fire before every acknowledged record was readable.
         """
         self._config = dict(config)
         self._topic = topic
@@ -193,6 +211,7 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, int]):
         self._batch_size = batch_size
         self._heartbeat_s = heartbeat_s
         self._starting_offset = starting_offset
+        self._finish_confirm_s = finish_confirm_s
         self._partition_count: Optional[int] = None
 
     def _count(self) -> int:
@@ -219,4 +238,5 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, int]):
             self._tail,
             self._batch_size,
             self._heartbeat_s,
+            self._finish_confirm_s,
         )

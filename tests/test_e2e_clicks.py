@@ -162,6 +162,18 @@ def joined_outcomes(broker, topic: str) -> Counter:
     return out
 
 
+def explain_differences(expected: Expected, got: Counter) -> None:
+    """Print, for a few clicks with a different outcome, what was expected and got."""
+    want = expected.matched + expected.unmatched
+    wrong = want - got
+    if not wrong:
+        return
+    by_click = {(u, c): p for (u, c, p) in got}
+    print(f"{sum(wrong.values())} clicks differ; first ones (user, click, expected profile, got):")
+    for user, click, profile in list(wrong)[:8]:
+        print(" ", user, click[:90], profile[-60:], "->", by_click.get((user, click), b"MISSING")[-60:])
+
+
 def dead_letters(broker, topic: str) -> Counter:
     out: Counter = Counter()
     for rec in read_all(broker.bootstrap_servers, topic):
@@ -184,6 +196,7 @@ def test_clicks_job_writes_exactly_the_expected_output(broker, inputs, topic_nam
 
     joined = joined_outcomes(broker, out["joined"])
     unmatched = joined_outcomes(broker, out["unmatched"])
+    explain_differences(expected, joined + unmatched)
     if mode == "left":
         assert joined == expected.matched + expected.unmatched
         assert unmatched == Counter()
