@@ -36,7 +36,8 @@ def alert_message(alert: RateAlert, topic: str) -> OutMessage:
         "window_end": format_event_time(alert.window_end_ms),
         "clicks": alert.clicks,
     }
-    return OutMessage(topic, alert.user_id.encode(), orjson.dumps(value))
+    lineage = f"alert:{alert.user_id}:{alert.window_start_ms}".encode()
+    return OutMessage(topic, alert.user_id.encode(), orjson.dumps(value), None, lineage)
 
 
 def check_windows(settings: AlertsSettings) -> None:
@@ -75,7 +76,8 @@ def build_flow(settings: AlertsSettings, kafka: KafkaConnection) -> Dataflow:
     )
     topic = settings.alerts_topic
     write_windowed_outputs(
-        config, settings, clicks, rates.alerts, rates.late, lambda x: alert_message(x, topic)
+        config, settings, clicks, rates.alerts, rates.late, lambda x: alert_message(x, topic),
+        topic,
     )
     return flow
 

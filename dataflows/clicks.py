@@ -82,7 +82,10 @@ def build_flow(settings: ClicksSettings, kafka: KafkaConnection) -> Dataflow:
     encoded = op.map(
         "encode", results, lambda rs: encode_results(rs, joined_topic, unmatched_topic)
     )
-    write_outputs("out", config, settings.dlq_topic, [clicks.errs, profiles.errs], [encoded])
+    topics = [joined_topic] + ([unmatched_topic] if unmatched_topic else [])
+    write_outputs(
+        "out", config, settings.dlq_topic, [clicks.errs, profiles.errs], [encoded], topics
+    )
     return flow
 
 

@@ -13,7 +13,7 @@ from clickstream.settings import CommonSettings, ConfigError, KafkaConnection, l
 from operators.dead_letters import dead_letter_messages
 from operators.decode import DecodeOut, Parser, decode
 from operators.event_parsing import format_event_time, parse_click
-from operators.kafka_sink import KafkaOutSink
+from operators.exactly_once_sink import kafka_output
 from operators.kafka_source import KafkaBatchSource
 from operators.records import LateClick, OutMessage
 
@@ -80,7 +80,8 @@ def late_click_message(late: LateClick, topic: str) -> OutMessage:
         ("late.partition", str(click.partition).encode()),
         ("late.offset", str(click.offset).encode()),
     ]
-    return OutMessage(topic, click.key, click.value, headers)
+    lineage = f"late:{click.topic}/{click.partition}/{click.offset}".encode()
+    return OutMessage(topic, click.key, click.value, headers, lineage)
 
 
 def write_outputs(
@@ -89,17 +90,20 @@ def write_outputs(
     dlq_topic: str,
     dead: List[Stream],
     results: List[Stream],
+    topics: List[str],
 ) -> None:
-    """Merge result message lists and dead letters into one Kafka sink."""
+    """Merge result message lists and dead letters into the exactly-once Kafka
+    output; ``topics`` lists every topic the results may name."""
     dead_messages = op.map(
         f"{flow_step}_dead_letters",
         op.merge(f"{flow_step}_all_errs", *dead),
         lambda ds: dead_letter_messages(ds, dlq_topic),
     )
-    op.output(
+    kafka_output(
         "kafka_out",
         op.merge(f"{flow_step}_all_out", dead_messages, *results),
-        KafkaOutSink(config),
+        config,
+        [*topics, dlq_topic],
     )
 
 
@@ -110,6 +114,7 @@ def write_windowed_outputs(
     results: Stream,
     late: Stream[List[LateClick]],
     encode_result: Callable[[object], OutMessage],
+    results_topic: str,
 ) -> None:
     """A windowed job's outputs: results, late clicks to LATE_TOPIC, dead letters."""
     late_topic = settings.late_topic
@@ -117,7 +122,10 @@ def write_windowed_outputs(
     late_messages = op.map(
         "encode_late", late, lambda ls: [late_click_message(x, late_topic) for x in ls]
     )
-    write_outputs("out", config, settings.dlq_topic, [clicks.errs], [encoded, late_messages])
+    write_outputs(
+        "out", config, settings.dlq_topic, [clicks.errs], [encoded, late_messages],
+        [results_topic, late_topic],
+    )
 
 
 def lazy_flow(flow_from_env: Callable[[], Dataflow]) -> Callable[[str], Dataflow]:

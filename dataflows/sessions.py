@@ -34,7 +34,8 @@ def session_message(session: Session, topic: str) -> OutMessage:
         "end": format_event_time(session.end_ms),
         "clicks": session.clicks,
     }
-    return OutMessage(topic, session.user_id.encode(), orjson.dumps(value))
+    lineage = f"session:{session.user_id}:{session.start_ms}".encode()
+    return OutMessage(topic, session.user_id.encode(), orjson.dumps(value), None, lineage)
 
 
 def build_flow(settings: SessionsSettings, kafka: KafkaConnection) -> Dataflow:
@@ -50,7 +51,8 @@ def build_flow(settings: SessionsSettings, kafka: KafkaConnection) -> Dataflow:
     )
     topic = settings.sessions_topic
     write_windowed_outputs(
-        config, settings, clicks, out.sessions, out.late, lambda s: session_message(s, topic)
+        config, settings, clicks, out.sessions, out.late, lambda s: session_message(s, topic),
+        topic,
     )
     return flow
 

@@ -32,7 +32,7 @@ def window_message(window: WindowTop, topic: str) -> OutMessage:
         "window_end": format_event_time(window.window_end_ms),
         "top": [{"user_id": user, "clicks": clicks} for user, clicks in window.top],
     }
-    return OutMessage(topic, start.encode(), orjson.dumps(value))
+    return OutMessage(topic, start.encode(), orjson.dumps(value), None, b"top:" + start.encode())
 
 
 def build_flow(settings: TopUsersSettings, kafka: KafkaConnection) -> Dataflow:
@@ -49,7 +49,8 @@ def build_flow(settings: TopUsersSettings, kafka: KafkaConnection) -> Dataflow:
     )
     topic = settings.top_users_topic
     write_windowed_outputs(
-        config, settings, clicks, tops.windows, tops.late, lambda w: window_message(w, topic)
+        config, settings, clicks, tops.windows, tops.late, lambda w: window_message(w, topic),
+        topic,
     )
     return flow
 

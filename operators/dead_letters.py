@@ -34,7 +34,8 @@ def dead_letter_message(dead: DeadLetter, dlq_topic: str) -> OutMessage:
     ]
     if record.timestamp_ms is not None:
         headers.append(("dlq.timestamp", str(record.timestamp_ms).encode()))
-    return OutMessage(dlq_topic, record.key, record.value, headers)
+    lineage = f"dlq:{dead.topic}/{record.partition}/{record.offset}".encode()
+    return OutMessage(dlq_topic, record.key, record.value, headers, lineage)
 
 
 def dead_letter_messages(dead: List[DeadLetter], dlq_topic: str) -> List[OutMessage]:

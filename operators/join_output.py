@@ -52,5 +52,7 @@ def encode_results(
         topic = joined_topic
         if result.profile is None and unmatched_topic is not None:
             topic = unmatched_topic
-        append(OutMessage(topic, result.click.user_id.encode(), encode_result(result)))
+        click = result.click
+        lineage = b"%b/%d/%d" % (click.topic.encode(), click.partition, click.offset)
+        append(OutMessage(topic, click.user_id.encode(), encode_result(result), None, lineage))
     return out

@@ -138,3 +138,6 @@ class OutMessage(NamedTuple):
     key: Optional[bytes]
     value: Optional[bytes]
     headers: Optional[Headers] = None
+    #: Deterministic id of what this message reports (e.g. the click's
+    #: topic/partition/offset): the exactly-once sink writes each id once.
+    lineage: Optional[bytes] = None

@@ -1,0 +1,239 @@
+"""``kafka_output``: write each output record to Kafka exactly once, across crashes.
+
+Bytewax snapshots input offsets and state together, and after a crash it
+replays everything since the last snapshot, so a plain sink writes those
+records a second time. This sink removes the duplicates:
+
+* every output message carries a deterministic *lineage id* (the click's
+  source topic/partition/offset, the window, the session...), written as the
+  header ``lineage``;
+* the sink has one Bytewax partition per output Kafka partition, so each
+  Kafka partition has exactly one writer, which picks the Kafka partition
+  itself (``crc32(key) % partitions``, stable across runs);
+* a sink partition snapshots the highest offset it has seen delivered. Bytewax
+  stores that with the epoch's input offsets and state. On resume it reads its
+  Kafka partition from there to the end, collects the lineage ids written after
+  the snapshot, and skips those when the replay produces them again;
+* a write is flushed before ``write_batch`` returns, so everything a snapshot
+  covers is in Kafka. A message the broker rejects raises
+  :class:`DeliveryError`: the dataflow stops loudly and recovery replays it.
+
+Plain and ``read_committed`` consumers see the same records (no transactions
+are involved). Without a snapshot (first start, or a crash before the first
+snapshot) a partition is read from its beginning.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from typing import Dict, List, Optional, Set, Tuple
+
+import bytewax.operators as op
+from bytewax.dataflow import Stream, operator
+from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from operators.kafka_sink import DeliveryError
+from operators.kafka_source import list_topic_partitions
+from operators.records import OutMessage
+
+log = logging.getLogger(__name__)
+
+LINEAGE_HEADER = "lineage"
+#: How long the end of a partition must hold while reading back its tail.
+TAIL_END_CONFIRM_S = 0.3
+
+
+class OutputLayout:
+    """Which Bytewax sink partition writes which (topic, Kafka partition).
+
+    Sink partition ``i`` (key ``"000i"``) is the i-th (topic, partition) pair,
+    topics in the given order. Partition counts are read once, lazily.
+    """
+
+    def __init__(self, config: Dict[str, str], topics: List[str]):
+        self._config = dict(config)
+        self.topics = list(dict.fromkeys(topics))
+        self._counts: Optional[Dict[str, int]] = None
+        self._base: Dict[str, int] = {}
+
+    def counts(self) -> Dict[str, int]:
+        if self._counts is None:
+            counts = {t: list_topic_partitions(self._config, t) for t in self.topics}
+            base, total = {}, 0
+            for topic in self.topics:
+                base[topic] = total
+                total += counts[topic]
+            self._base = base
+            self._counts = counts
+        return self._counts
+
+    def slots(self) -> List[Tuple[str, int]]:
+        counts = self.counts()
+        return [(t, p) for t in self.topics for p in range(counts[t])]
+
+    def route(self, messages: List[OutMessage]) -> List[Tuple[str, List[OutMessage]]]:
+        """Group messages by destination slot; the key is the slot index."""
+        counts = self.counts()
+        base = self._base
+        groups: Dict[int, List[OutMessage]] = {}
+        for msg in messages:
+            n = counts.get(msg.topic)
+            if n is None:
+                raise DeliveryError(f"no output slot for topic {msg.topic!r}: not configured")
+            basis = msg.key if msg.key is not None else (msg.lineage or b"")
+            slot = base[msg.topic] + zlib.crc32(basis) % n
+            group = groups.get(slot)
+            if group is None:
+                groups[slot] = [msg]
+            else:
+                group.append(msg)
+        return [(str(slot), group) for slot, group in groups.items()]
+
+
+def read_lineage_tail(
+    config: Dict[str, str], topic: str, partition: int, start: int, timeout_s: float = 120.0
+) -> Tuple[Set[bytes], Optional[int]]:
+    """Lineage ids of the records of one partition from ``start`` to its end,
+    and the highest offset seen (None if the tail is empty)."""
+    consumer = Consumer(
+        {
+            **config,
+            "group.id": "clickstream-exactly-once-tail",
+            "enable.auto.commit": "false",
+            "enable.partition.eof": "true",
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": "10",
+        }
+    )
+    seen: Set[bytes] = set()
+    last: Optional[int] = None
+    deadline = time.monotonic() + timeout_s
+    ended_at: Optional[float] = None
+    try:
+        consumer.assign([TopicPartition(topic, partition, start)])
+        while ended_at is None or time.monotonic() - ended_at < TAIL_END_CONFIRM_S:
+            if time.monotonic() > deadline:
+                raise DeliveryError(f"could not read back {topic}[{partition}] from {start}")
+            for msg in consumer.consume(1000, 0.1):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        ended_at = time.monotonic()
+                    elif err.fatal():
+                        raise DeliveryError(f"reading back {topic}[{partition}]: {err.str()}")
+                    continue
+                ended_at = None
+                last = msg.offset()
+                for name, value in msg.headers() or ():
+                    if name == LINEAGE_HEADER:
+                        seen.add(value)
+    finally:
+        consumer.close()
+    return seen, last
+
+
+class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int]]):
+    def __init__(self, config: Dict[str, str], topic: str, partition: int, resume: Optional[int]):
+        self.topic = topic
+        self.partition = partition
+        start = 0 if resume is None else resume + 1
+        self.skip, tail_last = read_lineage_tail(config, topic, partition, start)
+        self.last_offset = resume if tail_last is None else tail_last
+        if self.skip:
+            log.info(
+                "%s[%d]: %d record(s) written after the last snapshot will not be written again",
+                topic, partition, len(self.skip),
+            )
+        producer_config = {
+            "linger.ms": "5",
+            "batch.num.messages": "10000",
+            "enable.idempotence": "true",
+            "message.max.bytes": str(16 * 1024 * 1024),
+        }
+        producer_config.update(config)
+        self._producer = Producer(producer_config)
+        self._failures: List[str] = []
+        self.written = 0
+        self.skipped = 0
+
+    def _on_delivery(self, err, msg) -> None:
+        if err is not None:
+            self._failures.append(f"{msg.topic()}[{msg.partition()}] key={msg.key()!r}: {err.str()}")
+        else:
+            offset = msg.offset()
+            if self.last_offset is None or offset > self.last_offset:
+                self.last_offset = offset
+
+    def write_batch(self, items: List[List[OutMessage]]) -> None:
+        produce = self._producer.produce
+        topic, partition, skip = self.topic, self.partition, self.skip
+        callback = self._on_delivery
+        for messages in items:
+            for msg in messages:
+                lineage = msg.lineage or b""
+                if skip and lineage in skip:
+                    skip.discard(lineage)
+                    self.skipped += 1
+                    continue
+                headers = list(msg.headers or ())
+                headers.append((LINEAGE_HEADER, lineage))
+                while True:
+                    try:
+                        produce(topic, msg.value, msg.key, partition=partition,
+                                headers=headers, on_delivery=callback)
+                        break
+                    except BufferError:
+                        self._producer.poll(0.1)
+                    except KafkaException as exc:
+                        raise DeliveryError(
+                            f"cannot produce to {topic}[{partition}] (key={msg.key!r}): {exc}"
+                        ) from exc
+                self.written += 1
+        remaining = self._producer.flush(60)
+        if remaining:
+            raise DeliveryError(f"{remaining} message(s) to {topic}[{partition}] not delivered in 60 s")
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise DeliveryError(
+                f"{len(failures)} message(s) rejected by the broker; first: {failures[0]}"
+            )
+
+    def snapshot(self) -> Optional[int]:
+        return self.last_offset
+
+    def close(self) -> None:
+        self._producer.flush(60)
+        if self.written or self.skipped:
+            log.info("%s[%d]: wrote %d, skipped %d already written",
+                     self.topic, self.partition, self.written, self.skipped)
+
+
+class ExactlyOnceKafkaSink(FixedPartitionedSink[List[OutMessage], Optional[int]]):
+    """One sink partition per output Kafka partition; see the module docstring."""
+
+    def __init__(self, config: Dict[str, str], layout: OutputLayout):
+        self._config = dict(config)
+        self._layout = layout
+
+    def list_parts(self) -> List[str]:
+        return [f"{i:06d}" for i in range(len(self._layout.slots()))]
+
+    def part_fn(self, item_key: str) -> int:
+        return int(item_key)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]):
+        topic, partition = self._layout.slots()[int(for_part)]
+        return _ExactlyOncePartition(self._config, topic, partition, resume_state)
+
+
+@operator
+def kafka_output(
+    step_id: str, up: Stream[List[OutMessage]], config: Dict[str, str], topics: List[str]
+) -> None:
+    """Write lists of messages (each naming its topic, one of ``topics``) exactly once."""
+    layout = OutputLayout(config, topics)
+    routed = op.flat_map("route", up, layout.route)
+    op.output("write", routed, ExactlyOnceKafkaSink(config, layout))
