@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast crash-test clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 12), \
@@ -26,6 +26,9 @@ test: $(STAMP)  ## the whole suite, real broker included
 
 test-fast: $(STAMP)  ## unit tests only (no broker)
 	$(BIN)/python -m pytest -q -m 'not broker'
+
+crash-test: $(STAMP)  ## the long crash test: 200k clicks, 12 kill -9s (about 10 minutes)
+	CRASH_TEST_CLICKS=200000 CRASH_TEST_KILLS=12 $(BIN)/python -m pytest -q tests/test_crash_recovery.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
