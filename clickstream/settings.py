@@ -182,6 +182,10 @@ class CommonSettings(BaseSettings):
         1000, alias="SOURCE_BATCH_SIZE", gt=0, le=100_000,
         description="max messages taken from one partition per poll",
     )
+    max_record_bytes: int = Field(
+        1_000_000, alias="MAX_RECORD_BYTES", ge=1024,
+        description="input records with a larger value are dead-lettered (too_large)",
+    )
     state_shards: int = Field(
         16, alias="STATE_SHARDS", ge=1, le=4096,
         description="shards of keyed state (the unit of parallelism of the join "

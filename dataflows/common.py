@@ -61,7 +61,12 @@ def kafka_input(
     source = KafkaBatchSource(
         config, topic, tail=settings.kafka_tail, batch_size=settings.source_batch_size
     )
-    return decode(f"decode_{step_id}", op.input(f"{step_id}_in", flow, source), parse)
+    return decode(
+        f"decode_{step_id}",
+        op.input(f"{step_id}_in", flow, source),
+        parse,
+        settings.max_record_bytes,
+    )
 
 
 def clicks_input(flow: Dataflow, settings: CommonSettings, config: Dict[str, str]) -> DecodeOut:

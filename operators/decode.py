@@ -8,10 +8,14 @@ from typing import Callable, List, Tuple, Union
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
+from operators.event_parsing import TOO_LARGE, parse_click, parse_profile
 from operators.records import DeadLetter, Decoded, DecodedBatch, SourceBatch, SourceRecord
 
 #: A parser: (record, topic, processing time in epoch ms) -> valid record or DeadLetter.
 Parser = Callable[[SourceRecord, str, int], Union[Decoded, DeadLetter]]
+
+
+STAGE_BY_PARSER = {parse_click: "decode_click", parse_profile: "decode_profile"}
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,13 @@ class DecodeOut:
     errs: Stream[List[DeadLetter]]
 
 
-def decode_batch(batch: SourceBatch, parse: Parser) -> Tuple[DecodedBatch, List[DeadLetter]]:
+#: Default largest record value accepted (bytes); larger ones are dead-lettered.
+DEFAULT_MAX_RECORD_BYTES = 1_000_000
+
+
+def decode_batch(
+    batch: SourceBatch, parse: Parser, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+) -> Tuple[DecodedBatch, List[DeadLetter]]:
     """Parse every record of a batch; nothing is dropped: each is ok or dead."""
     oks: List[Decoded] = []
     dead: List[DeadLetter] = []
@@ -30,6 +40,16 @@ def decode_batch(batch: SourceBatch, parse: Parser) -> Tuple[DecodedBatch, List[
     topic = batch.topic
     now_ms = batch.polled_at_ms
     for record in batch.records:
+        value = record.value
+        if value is not None and len(value) > max_record_bytes:
+            dead.append(
+                DeadLetter(
+                    record, topic, TOO_LARGE,
+                    f"value is {len(value)} bytes, over the {max_record_bytes}-byte limit",
+                    STAGE_BY_PARSER.get(parse, "decode"),
+                )
+            )
+            continue
         parsed = parse(record, topic, now_ms)
         if type(parsed) is DeadLetter:
             dead.append(parsed)
@@ -50,14 +70,19 @@ def decode_batch(batch: SourceBatch, parse: Parser) -> Tuple[DecodedBatch, List[
 
 
 @operator
-def decode(step_id: str, up: Stream[SourceBatch], parse: Parser) -> DecodeOut:
+def decode(
+    step_id: str,
+    up: Stream[SourceBatch],
+    parse: Parser,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+) -> DecodeOut:
     """Validate each record of each batch with ``parse``.
 
     Every batch comes out on ``oks`` (even when all its records were bad, so
     the source's position still reaches downstream); each non-empty list of
     rejected records comes out on ``errs``.
     """
-    both = op.map("parse", up, lambda batch: decode_batch(batch, parse))
+    both = op.map("parse", up, lambda batch: decode_batch(batch, parse, max_record_bytes))
     oks = op.map("oks", both, lambda pair: pair[0])
     errs = op.filter_map("errs", both, lambda pair: pair[1] or None)
     return DecodeOut(oks, errs)

@@ -35,6 +35,7 @@ MISSING_USER_ID = "missing_user_id"
 INVALID_USER_ID = "invalid_user_id"
 INVALID_TIME = "invalid_time"
 EMPTY_VALUE = "empty_value"
+TOO_LARGE = "too_large"
 
 #: Every reason a record can be dead-lettered for at decoding.
 DECODE_REASONS = (
@@ -44,6 +45,7 @@ DECODE_REASONS = (
     INVALID_USER_ID,
     INVALID_TIME,
     EMPTY_VALUE,
+    TOO_LARGE,
 )
 
 
