@@ -127,9 +127,14 @@ def read_lineage_tail(
                     continue
                 ended_at = None
                 last = msg.offset()
+                # The sink appends its header last; an earlier `lineage` header
+                # is the input's own (dead letters keep the original headers).
+                lineage = None
                 for name, value in msg.headers() or ():
                     if name == LINEAGE_HEADER:
-                        seen.add(value)
+                        lineage = value
+                if lineage is not None:
+                    seen.add(lineage)
     finally:
         consumer.close()
     return seen, last
