@@ -1,7 +1,7 @@
 """Crash tests on the real broker: jobs tailing with Bytewax recovery are killed
 with SIGKILL at random points (snapshots every second, so some kills land
-during one) and restarted each time; at the end every output record exists
-exactly once.
+during one) and restarted each time, alternately with 1 and 2 workers (a
+stop-start rescale); at the end every output record exists exactly once.
 
 The fast version runs in ``make test``. The long one (200k clicks, 12 kills):
 ``CRASH_TEST_CLICKS=200000 CRASH_TEST_KILLS=12 make crash-test``.
@@ -36,11 +36,11 @@ KILLS = int(os.environ.get("CRASH_TEST_KILLS", "4"))
 SEED = int(os.environ.get("CRASH_TEST_SEED", str(random.randrange(1_000_000))))
 
 
-def start_job(job: str, env: dict, recovery: Path, log_path: Path) -> subprocess.Popen:
+def start_job(job: str, env: dict, recovery: Path, log_path: Path, workers: int = 1) -> subprocess.Popen:
     log = open(log_path, "ab")
     return subprocess.Popen(
         [sys.executable, "-m", "clickstream.run_job", job, "--recovery-dir", str(recovery),
-         "--snapshot-seconds", "1"],
+         "--snapshot-seconds", "1", "--", "-w", str(workers)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -115,14 +115,15 @@ def base_env(broker) -> dict:
 
 
 def kill_and_restart(job: str, env: dict, recovery: Path, log: Path, kills: int, rng: random.Random):
-    """Start the job, kill -9 it `kills` times at random moments, restart each time.
+    """Start the job, kill -9 it `kills` times at random moments, restart each time,
+    alternating 1 and 2 workers (resuming with another worker count).
     Returns the process left running."""
-    proc = start_job(job, env, recovery, log)
-    for _ in range(kills):
+    proc = start_job(job, env, recovery, log, workers=1)
+    for n in range(kills):
         time.sleep(rng.uniform(1.0, 3.0))
         assert proc.poll() is None, log.read_text()[-3000:]
         kill(proc)
-        proc = start_job(job, env, recovery, log)
+        proc = start_job(job, env, recovery, log, workers=2 if n % 2 == 0 else 1)
     return proc
 
 
