@@ -35,13 +35,17 @@ from bytewax.dataflow import Stream, operator
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from operators.kafka_sink import DeliveryError
 from operators.kafka_source import list_topic_partitions
 from operators.records import OutMessage
 
 log = logging.getLogger(__name__)
 
 LINEAGE_HEADER = "lineage"
+
+
+class DeliveryError(RuntimeError):
+    """The broker did not accept messages; the dataflow must stop (and replay)."""
+
 #: How long the end of a partition must hold while reading back its tail.
 TAIL_END_CONFIRM_S = 0.3
 

@@ -146,3 +146,26 @@ def test_ten_thousand_malformed_records_all_reach_the_dlq(broker, topic_names):
     assert all(dict(r.headers)["dlq.error"] for r in dead)
     joined = read_all(broker.bootstrap_servers, t["joined"], timeout_s=60)
     assert sorted(orjson.loads(r.value)["click"]["n"] for r in joined) == list(range(2000))
+
+
+@pytest.mark.broker
+def test_a_record_the_broker_rejects_stops_the_job_loudly(broker, topic_names):
+    """An output larger than the producer's limit is not dropped silently: the
+    job stops with a clear error (with recovery, a restart replays it)."""
+    t = topic_names("clicks", "profiles", "joined", "dlq")
+    broker.create_topics({t["clicks"]: 1, t["profiles"]: 1, t["joined"]: 1, t["dlq"]: 1})
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+    producer.produce(t["clicks"], orjson.dumps({"user_id": "u", "ts": T0, "blob": "x" * 5000}), b"u")
+    assert producer.flush(30) == 0
+    proc = subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "dataflows.clicks"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
+             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "KAFKA_TAIL": "false",
+             "KAFKA_MESSAGE_MAX_BYTES": "4000",
+             "CLICKS_TOPIC": t["clicks"], "PROFILES_TOPIC": t["profiles"],
+             "JOINED_TOPIC": t["joined"], "DLQ_TOPIC": t["dlq"]},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "DeliveryError" in proc.stderr and t["joined"] in proc.stderr
+    assert "Message size too large" in proc.stderr or "MSG_SIZE_TOO_LARGE" in proc.stderr
