@@ -186,6 +186,14 @@ class CommonSettings(BaseSettings):
         1_000_000, alias="MAX_RECORD_BYTES", ge=1024,
         description="input records with a larger value are dead-lettered (too_large)",
     )
+    metrics_port: int = Field(
+        0, alias="METRICS_PORT", ge=0, le=65535,
+        description="serve Prometheus metrics on this port (0: off)",
+    )
+    progress_interval_seconds: float = Field(
+        10.0, alias="PROGRESS_INTERVAL_SECONDS", ge=0,
+        description="log a progress line this often (0: off)",
+    )
     state_shards: int = Field(
         16, alias="STATE_SHARDS", ge=1, le=4096,
         description="shards of keyed state (the unit of parallelism of the join "

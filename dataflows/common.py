@@ -14,6 +14,7 @@ from operators.dead_letters import dead_letter_messages
 from operators.decode import DecodeOut, Parser, decode
 from operators.event_parsing import format_event_time, parse_click
 from operators.exactly_once_sink import kafka_output
+from operators.metrics import LATE, RESULTS, serve_metrics, start_progress_log
 from operators.kafka_source import KafkaBatchSource
 from operators.records import LateClick, OutMessage
 
@@ -28,6 +29,8 @@ def settings_from_env(cls: type, job: str) -> Tuple[CommonSettings, KafkaConnect
     logging.getLogger(f"dataflows.{job}").info(
         "%s job: tail=%s kafka=%s", job, settings.kafka_tail, kafka.redacted()
     )
+    serve_metrics(settings.metrics_port)
+    start_progress_log(job, settings.progress_interval_seconds)
     return settings, kafka
 
 
@@ -123,10 +126,19 @@ def write_windowed_outputs(
 ) -> None:
     """A windowed job's outputs: results, late clicks to LATE_TOPIC, dead letters."""
     late_topic = settings.late_topic
-    encoded = op.map("encode", results, lambda xs: [encode_result(x) for x in xs])
-    late_messages = op.map(
-        "encode_late", late, lambda ls: [late_click_message(x, late_topic) for x in ls]
-    )
+    job = results_topic
+    results_count, late_count = RESULTS.labels(job), LATE.labels(job)
+
+    def encode_all(xs: list) -> List[OutMessage]:
+        results_count.inc(len(xs))
+        return [encode_result(x) for x in xs]
+
+    def encode_late(ls: List[LateClick]) -> List[OutMessage]:
+        late_count.inc(len(ls))
+        return [late_click_message(x, late_topic) for x in ls]
+
+    encoded = op.map("encode", results, encode_all)
+    late_messages = op.map("encode_late", late, encode_late)
     write_outputs(
         "out", config, settings.dlq_topic, [clicks.errs], [encoded, late_messages],
         [results_topic, late_topic],

@@ -34,6 +34,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
+from operators.metrics import EVICTIONS, STATE_SIZE
 from operators.progress import CLICKS, PROFILES, InputProgress, ShardInput, ShardRouter
 from operators.records import (
     END_OF_TIME_MS,
@@ -42,6 +43,10 @@ from operators.records import (
     JoinResult,
     ProfileVersion,
 )
+
+STATE_USERS = STATE_SIZE.labels("join_users", "all")
+STATE_PENDING = STATE_SIZE.labels("join_waiting_clicks", "all")
+
 
 class AsofJoinState(NamedTuple):
     """What a shard snapshots for recovery (all values immutable or copied)."""
@@ -83,6 +88,8 @@ class AsofJoinLogic(op.StatefulBatchLogic):
         )
         #: Counters for observability (not snapshotted).
         self.evicted_versions = 0
+        self._reported_users = 0
+        self._reported_pending = 0
 
     # -- profiles ---------------------------------------------------------
     def _insert(self, version: ProfileVersion, horizon: int) -> None:
@@ -184,7 +191,21 @@ class AsofJoinLogic(op.StatefulBatchLogic):
                 self.clicks.update(inp)
             self._resolve_ready(out)
         self._evict(self._horizon())
+        self._report()
         return ([out] if out else []), False
+
+    def _report(self) -> None:
+        """Push eviction counts and state-size changes to the metrics."""
+        if self.evicted_versions:
+            EVICTIONS.inc(self.evicted_versions)
+            self.evicted_versions = 0
+        users, pending = len(self.versions), len(self.pending)
+        if users != self._reported_users:
+            STATE_USERS.inc(users - self._reported_users)
+            self._reported_users = users
+        if pending != self._reported_pending:
+            STATE_PENDING.inc(pending - self._reported_pending)
+            self._reported_pending = pending
 
     def on_notify(self):
         out: List[JoinResult] = []
@@ -197,6 +218,7 @@ class AsofJoinLogic(op.StatefulBatchLogic):
             if entry is not None:
                 out.append(self._resolve(entry[0]))
         self._evict(self._horizon())
+        self._report()
         return ([out] if out else []), False
 
     def on_eof(self):

@@ -9,6 +9,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
 from operators.event_parsing import TOO_LARGE, parse_click, parse_profile
+from operators.metrics import DEAD_LETTERED, RECORDS_IN
 from operators.records import DeadLetter, Decoded, DecodedBatch, SourceBatch, SourceRecord
 
 #: A parser: (record, topic, processing time in epoch ms) -> valid record or DeadLetter.
@@ -39,6 +40,8 @@ def decode_batch(
     max_ts = None
     topic = batch.topic
     now_ms = batch.polled_at_ms
+    if batch.records:
+        RECORDS_IN.labels(topic).inc(len(batch.records))
     for record in batch.records:
         value = record.value
         if value is not None and len(value) > max_record_bytes:
@@ -57,6 +60,8 @@ def decode_batch(
             oks.append(parsed)
             if max_ts is None or parsed.ts_ms > max_ts:
                 max_ts = parsed.ts_ms
+    for d in dead:
+        DEAD_LETTERED.labels(topic, d.reason).inc()
     decoded = DecodedBatch(
         topic,
         batch.partition,

@@ -17,6 +17,7 @@ from typing import List
 
 import orjson
 
+from operators.metrics import JOINED, UNMATCHED
 from operators.records import JoinResult, OutMessage
 
 
@@ -48,11 +49,16 @@ def encode_results(
     """
     out = []
     append = out.append
+    unmatched = 0
     for result in results:
         topic = joined_topic
-        if result.profile is None and unmatched_topic is not None:
-            topic = unmatched_topic
+        if result.profile is None:
+            unmatched += 1
+            if unmatched_topic is not None:
+                topic = unmatched_topic
         click = result.click
         lineage = b"%b/%d/%d" % (click.topic.encode(), click.partition, click.offset)
         append(OutMessage(topic, click.user_id.encode(), encode_result(result), None, lineage))
+    JOINED.inc(len(results) - unmatched)
+    UNMATCHED.inc(unmatched)
     return out

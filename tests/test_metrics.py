@@ -1,0 +1,84 @@
+"""Operability: a running job serves Prometheus metrics and logs progress."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from clickstream.broker import free_port
+from conftest import ROOT
+
+pytestmark = pytest.mark.broker
+
+
+def scrape(port: int) -> dict:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    values = {}
+    for line in text.splitlines():
+        match = re.match(r"^(clickstream_\w+)(\{[^}]*\})? ([0-9.e+-]+)$", line)
+        if match:
+            values[match.group(1) + (match.group(2) or "")] = float(match.group(3))
+    return values
+
+
+def test_clicks_job_serves_metrics_and_logs_progress_without_secrets(broker, topic_names, tmp_path):
+    t = topic_names("clicks", "profiles", "joined", "unmatched", "dlq")
+    broker.create_topics({t["clicks"]: 2, t["profiles"]: 1, t["joined"]: 1, t["unmatched"]: 1, t["dlq"]: 1})
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+    # Recent event times, so the versions are still live (not expired by the TTL)
+    # when the scrape looks at the state size.
+    t0 = int(time.time() * 1000) - 3_600_000
+    for u in range(10):
+        producer.produce(t["profiles"], orjson.dumps({"user_id": f"u{u}", "updated_at": t0}), f"u{u}".encode())
+    for i in range(300):
+        producer.produce(t["clicks"], orjson.dumps({"user_id": f"u{i % 12}", "ts": t0 + 1000 + i}), b"k")
+    for bad in (b"{", b"[]", b"{}"):
+        producer.produce(t["clicks"], bad, b"k")
+    assert producer.flush(30) == 0
+
+    port = free_port()
+    log = tmp_path / "job.log"
+    job = subprocess.Popen(
+        [sys.executable, "-m", "bytewax.run", "dataflows.clicks"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
+             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "KAFKA_TAIL": "true",
+             "KAFKA_SASL_PASSWORD": "s3cret-never-logged",
+             "METRICS_PORT": str(port), "PROGRESS_INTERVAL_SECONDS": "1", "JOIN_MODE": "inner",
+             "CLICKS_TOPIC": t["clicks"], "PROFILES_TOPIC": t["profiles"], "JOINED_TOPIC": t["joined"],
+             "UNMATCHED_TOPIC": t["unmatched"], "DLQ_TOPIC": t["dlq"]},
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        values = {}
+        while time.monotonic() < deadline:
+            try:
+                values = scrape(port)
+            except OSError:
+                values = {}
+            if values.get("clickstream_joined_total", 0) + values.get("clickstream_unmatched_total", 0) >= 300:
+                break
+            time.sleep(0.5)
+        time.sleep(1.5)  # one more progress line
+    finally:
+        os.killpg(job.pid, signal.SIGTERM)
+        job.wait(timeout=20)
+    assert values["clickstream_joined_total"] == 250  # users u0..u9 of u0..u11
+    assert values["clickstream_unmatched_total"] == 50
+    assert values[f'clickstream_records_in_total{{topic="{t["clicks"]}"}}'] == 303
+    assert values[f'clickstream_dead_lettered_total{{reason="invalid_json",topic="{t["clicks"]}"}}'] == 1
+    assert values[f'clickstream_dead_lettered_total{{reason="not_an_object",topic="{t["clicks"]}"}}'] == 1
+    assert values[f'clickstream_dead_lettered_total{{reason="missing_user_id",topic="{t["clicks"]}"}}'] == 1
+    assert values['clickstream_state_size{kind="join_users",shard="all"}'] == 10
+    text = log.read_text()
+    assert re.search(r"clicks progress: in=313 \(\d+/s\) joined=250 unmatched=50 dead_lettered=3", text), text[-2000:]
+    assert "s3cret-never-logged" not in text
