@@ -14,9 +14,10 @@ records a second time. This sink removes the duplicates:
   stores that with the epoch's input offsets and state. On resume it reads its
   Kafka partition from there to the end, collects the lineage ids written after
   the snapshot, and skips those when the replay produces them again;
-* a write is flushed before ``write_batch`` returns, so everything a snapshot
-  covers is in Kafka. A message the broker rejects raises
-  :class:`DeliveryError`: the dataflow stops loudly and recovery replays it.
+* writes are sent asynchronously and flushed when Bytewax takes the epoch's
+  snapshot (and at close), so everything a snapshot covers is in Kafka. A
+  message the broker rejects raises :class:`DeliveryError`: the dataflow
+  stops loudly and recovery replays it.
 
 Plain and ``read_committed`` consumers see the same records (no transactions
 are involved). Without a snapshot (first start, or a crash before the first
@@ -26,6 +27,7 @@ snapshot) a partition is read from its beginning.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import zlib
 from typing import Dict, List, Optional, Set, Tuple
@@ -148,14 +150,16 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
     def __init__(self, config: Dict[str, str], topic: str, partition: int, resume: Optional[int]):
         self.topic = topic
         self.partition = partition
-        start = 0 if resume is None else resume + 1
-        self.skip, tail_last = read_lineage_tail(config, topic, partition, start)
-        self.last_offset = resume if tail_last is None else tail_last
-        if self.skip:
-            log.info(
-                "%s[%d]: %d record(s) written after the last snapshot will not be written again",
-                topic, partition, len(self.skip),
-            )
+        self.last_offset = resume
+        self.skip: Set[bytes] = set()
+        # Read the tail back in the background: Bytewax builds the partitions
+        # one after another, so their read-backs overlap; the first write waits.
+        self._tail_error: Optional[BaseException] = None
+        self._tail = threading.Thread(
+            target=self._read_tail, args=(config, 0 if resume is None else resume + 1),
+            name=f"tail-{topic}-{partition}", daemon=True,
+        )
+        self._tail.start()
         producer_config = {
             "linger.ms": "5",
             "batch.num.messages": "10000",
@@ -168,6 +172,28 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
         self.written = 0
         self.skipped = 0
 
+    def _read_tail(self, config: Dict[str, str], start: int) -> None:
+        try:
+            skip, tail_last = read_lineage_tail(config, self.topic, self.partition, start)
+        except BaseException as exc:  # re-raised by the first write
+            self._tail_error = exc
+            return
+        self.skip = skip
+        if tail_last is not None:
+            self.last_offset = tail_last
+        if skip:
+            log.info(
+                "%s[%d]: %d record(s) written after the last snapshot will not be written again",
+                self.topic, self.partition, len(skip),
+            )
+
+    def _wait_for_tail(self) -> None:
+        if self._tail is not None:
+            self._tail.join()
+            self._tail = None
+            if self._tail_error is not None:
+                raise self._tail_error
+
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
             self._failures.append(f"{msg.topic()}[{msg.partition()}] key={msg.key()!r}: {err.str()}")
@@ -177,6 +203,7 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
                 self.last_offset = offset
 
     def write_batch(self, items: List[List[OutMessage]]) -> None:
+        self._wait_for_tail()
         produce = self._producer.produce
         topic, partition, skip = self.topic, self.partition, self.skip
         callback = self._on_delivery
@@ -201,9 +228,19 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
                             f"cannot produce to {topic}[{partition}] (key={msg.key!r}): {exc}"
                         ) from exc
                 self.written += 1
+        # Serve delivery reports without waiting; a failure stops the flow.
+        self._producer.poll(0)
+        self._raise_failures()
+
+    def _flush(self) -> None:
         remaining = self._producer.flush(60)
         if remaining:
-            raise DeliveryError(f"{remaining} message(s) to {topic}[{partition}] not delivered in 60 s")
+            raise DeliveryError(
+                f"{remaining} message(s) to {self.topic}[{self.partition}] not delivered in 60 s"
+            )
+        self._raise_failures()
+
+    def _raise_failures(self) -> None:
         if self._failures:
             failures, self._failures = self._failures, []
             raise DeliveryError(
@@ -211,10 +248,15 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
             )
 
     def snapshot(self) -> Optional[int]:
+        # Everything written in this epoch is delivered before the snapshot
+        # that covers it is taken: that is what makes the skip-on-resume exact.
+        self._wait_for_tail()
+        self._flush()
         return self.last_offset
 
     def close(self) -> None:
-        self._producer.flush(60)
+        self._wait_for_tail()
+        self._flush()
         if self.written or self.skipped:
             log.info("%s[%d]: wrote %d, skipped %d already written",
                      self.topic, self.partition, self.written, self.skipped)
