@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Callable, Dict, List, Tuple
 
@@ -29,9 +30,24 @@ def settings_from_env(cls: type, job: str) -> Tuple[CommonSettings, KafkaConnect
     logging.getLogger(f"dataflows.{job}").info(
         "%s job: tail=%s kafka=%s", job, settings.kafka_tail, kafka.redacted()
     )
+    tune_gc()
     serve_metrics(settings.metrics_port)
     start_progress_log(job, settings.progress_interval_seconds)
     return settings, kafka
+
+
+def tune_gc() -> None:
+    """Make Python's cyclic GC cheap for a streaming job.
+
+    Every record allocates a few short-lived tuples, and state holds many
+    long-lived ones; with the default thresholds the collector ran so often
+    that it took over a tenth of the CPU in the clicks job. Records and state
+    here form no reference cycles, so collect rarely, and move everything
+    allocated at start-up out of the collector's view.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(200_000, 50, 1000)
 
 
 def check_kafka_config(kafka: KafkaConnection) -> None:

@@ -42,6 +42,7 @@ from operators.records import (
     DecodedBatch,
     JoinResult,
     ProfileVersion,
+    new_join_result,
 )
 
 STATE_USERS = STATE_SIZE.labels("join_users", "all")
@@ -120,9 +121,9 @@ class AsofJoinLogic(op.StatefulBatchLogic):
             for version in reversed(versions):
                 if version.ts_ms <= ts:
                     if ts - version.ts_ms <= self.ttl_ms:
-                        return JoinResult(click, version)
+                        return new_join_result((click, version))
                     break
-        return JoinResult(click, None)
+        return new_join_result((click, None))
 
     def _resolve_ready(self, out: List[JoinResult]) -> None:
         watermark = self.profiles.watermark

@@ -24,7 +24,14 @@ from typing import Any, Optional, Tuple, Union
 
 import orjson
 
-from operators.records import Click, DeadLetter, ProfileVersion, SourceRecord
+from operators.records import (
+    Click,
+    DeadLetter,
+    ProfileVersion,
+    SourceRecord,
+    new_click,
+    new_profile_version,
+)
 
 #: How far ahead of the processing wall clock an event time may be.
 MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000
@@ -126,7 +133,7 @@ def parse_click(
         user_id, ts_ms, _ = _decode(record, "ts", now_ms)
     except _Reject as rej:
         return DeadLetter(record, topic, rej.reason, rej.detail, "decode_click")
-    return Click(user_id, ts_ms, record.value, topic, record.partition, record.offset, record.key)
+    return new_click((user_id, ts_ms, record.value, topic, record.partition, record.offset, record.key))
 
 
 def parse_profile(
@@ -137,7 +144,7 @@ def parse_profile(
         user_id, ts_ms, _ = _decode(record, "updated_at", now_ms)
     except _Reject as rej:
         return DeadLetter(record, topic, rej.reason, rej.detail, "decode_profile")
-    return ProfileVersion(user_id, ts_ms, record.value, record.partition, record.offset)
+    return new_profile_version((user_id, ts_ms, record.value, record.partition, record.offset))
 
 
 def event_time_or_none(value: Any) -> Optional[int]:

@@ -18,7 +18,7 @@ from typing import List
 import orjson
 
 from operators.metrics import JOINED, UNMATCHED
-from operators.records import JoinResult, OutMessage
+from operators.records import JoinResult, OutMessage, new_out_message
 
 
 def encode_result(result: JoinResult) -> bytes:
@@ -58,7 +58,7 @@ def encode_results(
                 topic = unmatched_topic
         click = result.click
         lineage = b"%b/%d/%d" % (click.topic.encode(), click.partition, click.offset)
-        append(OutMessage(topic, click.user_id.encode(), encode_result(result), None, lineage))
+        append(new_out_message((topic, click.user_id.encode(), encode_result(result), None, lineage)))
     JOINED.inc(len(results) - unmatched)
     UNMATCHED.inc(unmatched)
     return out

@@ -27,7 +27,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from operators.records import PartitionStatus, SourceBatch, SourceRecord
+from operators.records import PartitionStatus, SourceBatch, SourceRecord, new_source_record
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +121,15 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
                 continue
             ts_type, ts = msg.timestamp()
             append(
-                SourceRecord(
-                    self._partition,
-                    msg.offset(),
-                    msg.key(),
-                    msg.value(),
-                    None if ts_type == _NO_TIMESTAMP else ts,
-                    msg.headers(),
+                new_source_record(
+                    (
+                        self._partition,
+                        msg.offset(),
+                        msg.key(),
+                        msg.value(),
+                        None if ts_type == _NO_TIMESTAMP else ts,
+                        msg.headers(),
+                    )
                 )
             )
         if records:

@@ -131,6 +131,16 @@ class LateClick(NamedTuple):
     watermark_ms: int
 
 
+def fast_new(cls):
+    """A constructor taking one tuple of all fields, for hot paths.
+
+    ``Cls(a, b)`` on a NamedTuple runs a Python-level ``__new__``; measured in
+    the clicks job it was the largest single cost (about 14% of CPU).
+    ``tuple.__new__`` is a C call.
+    """
+    return lambda fields: tuple.__new__(cls, fields)
+
+
 class OutMessage(NamedTuple):
     """A message for the Kafka sink: the topic is chosen per message."""
 
@@ -141,3 +151,10 @@ class OutMessage(NamedTuple):
     #: Deterministic id of what this message reports (e.g. the click's
     #: topic/partition/offset): the exactly-once sink writes each id once.
     lineage: Optional[bytes] = None
+
+
+new_source_record = fast_new(SourceRecord)
+new_click = fast_new(Click)
+new_profile_version = fast_new(ProfileVersion)
+new_join_result = fast_new(JoinResult)
+new_out_message = fast_new(OutMessage)
