@@ -1,0 +1,345 @@
+"""End-to-end latency of the clicks job while tailing, at a steady click rate.
+
+``python -m bench.latency`` (default 10,000 clicks/s for 60 s; shorter:
+``--rate 2000 --duration 15``). It
+
+1. starts the local broker, creates the topics and produces one profile per
+   user (``--users``, ``updated_at`` an hour ago) before anything else;
+2. starts ``python -m bytewax.run dataflows.clicks`` with ``KAFKA_TAIL=true``
+   (``--strategy``, and any ``--job-env KEY=VALUE``);
+3. waits until the job is caught up: probe clicks are produced every 0.5 s
+   until one comes out on the joined topic;
+4. produces clicks at ``--rate`` for ``--duration`` seconds: each click's
+   ``ts`` is the produce time in epoch ms and ``sent_at_ms`` the wall time (ms,
+   fractional) taken right before ``produce()``;
+5. a consumer in its own process reads the joined topic and records, per
+   record, the wall time it was consumed minus ``sent_at_ms``: that is the
+   end-to-end latency (producer batching, broker, the job's source poll, the
+   join's wait for the profiles watermark, the sink, the consumer's fetch);
+6. prints p50/p95/p99/max (clicks sent during the first ``--warmup`` seconds
+   excluded; all samples also shown), a per-10-s timeline, the achieved rates,
+   the job's CPU use and peak RSS, and writes ``bench/results/latency-<ts>.json``.
+
+Every click must come out exactly once, matched with its user's profile:
+otherwise the run is FAILED (exit status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import orjson
+
+from bench.common import (
+    RESULTS_DIR,
+    TreeSampler,
+    bytewax_cmd,
+    code_identity,
+    job_env,
+    log_tail,
+    machine_info,
+    process_cpu_seconds,
+    resolve_code_dir,
+    system_busy_cpu,
+    timestamp,
+)
+
+TOPICS = {"lat_clicks": 4, "lat_profiles": 2, "lat_joined": 4, "lat_unmatched": 1, "lat_dlq": 1}
+
+
+def percentile(sorted_values: List[float], q: float) -> Optional[float]:
+    if not sorted_values:
+        return None
+    k = min(len(sorted_values) - 1, max(0, int(round(q / 100 * (len(sorted_values) - 1)))))
+    return sorted_values[k]
+
+
+def stats(values: List[float]) -> Dict[str, Any]:
+    s = sorted(values)
+    return {
+        "count": len(s),
+        "p50_ms": _r(percentile(s, 50)),
+        "p95_ms": _r(percentile(s, 95)),
+        "p99_ms": _r(percentile(s, 99)),
+        "max_ms": _r(s[-1] if s else None),
+        "mean_ms": _r(sum(s) / len(s) if s else None),
+    }
+
+
+def _r(x: Optional[float]) -> Optional[float]:
+    return None if x is None else round(x, 1)
+
+
+# -- the measuring consumer (own process) -----------------------------------
+def consume_joined(bootstrap: str, topic: str, partitions: int, conn, stop_event, first_event,
+                   counter) -> None:
+    """Read ``topic`` and send back [(sent_at_ms, latency_ms, matched, probe)] when told to stop."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "bench-latency",  # never joined: assign() only
+        "enable.auto.commit": "false",
+        "fetch.wait.max.ms": "5",
+        "fetch.error.backoff.ms": "5",
+    })
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    samples: List[tuple] = []
+    seen = set()
+    duplicates = 0
+    marker = b',"profile":null,'
+    try:
+        while not stop_event.is_set():
+            for msg in consumer.consume(1000, 0.05):
+                now_ms = time.time() * 1000
+                if msg.error() is not None:
+                    continue
+                value = msg.value()
+                click = orjson.loads(value)["click"]
+                sent = click.get("sent_at_ms")
+                if sent is None:
+                    continue
+                n = click.get("n")
+                if n in seen:
+                    duplicates += 1
+                    continue
+                seen.add(n)
+                probe = bool(click.get("probe"))
+                if probe:
+                    first_event.set()
+                samples.append((sent, now_ms - sent, marker not in value, probe))
+            counter.value = len(seen)
+    finally:
+        consumer.close()
+    conn.send((samples, duplicates))
+    conn.close()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.split("\n")[0])
+    p.add_argument("--rate", type=float, default=10_000, help="clicks per second (default 10000)")
+    p.add_argument("--duration", type=float, default=60, help="seconds of steady clicks (default 60)")
+    p.add_argument("--warmup", type=float, default=5, help="seconds excluded from the stats (default 5)")
+    p.add_argument("--users", type=int, default=10_000)
+    p.add_argument("--strategy", default="asof", choices=["asof", "running", "window"])
+    p.add_argument("--job-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra environment for the job (repeatable), e.g. KAFKA_FETCH_WAIT_MAX_MS=10")
+    p.add_argument("--linger-ms", type=float, default=5, help="the click producer's linger.ms (default 5)")
+    p.add_argument("--drain-timeout", type=float, default=60,
+                   help="seconds to wait for the last clicks to come out (default 60)")
+    p.add_argument("--code", default=".", help="code to measure ('.', a directory or a git revision)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+
+    from confluent_kafka import Producer
+
+    from clickstream.broker import LocalBroker
+    from clickstream.generate import GenerateOptions, iso_ms, produce
+
+    code_dir = resolve_code_dir(args.code)
+    code_at_start = code_identity(code_dir)
+    stamp = timestamp()
+    log_path = RESULTS_DIR / f"latency-{stamp}.log"
+    extra_env = dict(kv.split("=", 1) for kv in args.job_env)
+    problems: List[str] = []
+    ctx = multiprocessing.get_context("spawn")
+
+    with LocalBroker.start() as broker:
+        bootstrap = broker.bootstrap_servers
+        broker.create_topics(TOPICS)
+        now_ms = int(time.time() * 1000)
+        options = GenerateOptions(users=args.users, clicks=0, versions_per_user=1,
+                                  start=iso_ms(now_ms - 3_600_000), seed=7)
+        report = produce(options, {"bootstrap.servers": bootstrap}, "lat_profiles", "lat_clicks")
+        print(f"profiles: {report.profiles_produced:,} produced", flush=True)
+        width = max(5, len(str(2 * args.users)))
+        users = [f"u{n:0{width}d}" for n in range(1, args.users + 1)]
+
+        env = job_env(code_dir, bootstrap, {
+            "CLICKS_TOPIC": "lat_clicks", "PROFILES_TOPIC": "lat_profiles",
+            "JOINED_TOPIC": "lat_joined", "UNMATCHED_TOPIC": "lat_unmatched", "DLQ_TOPIC": "lat_dlq",
+            "KAFKA_TAIL": "true", "JOIN_STRATEGY": args.strategy, **extra_env,
+        })
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_fh = open(log_path, "wb")
+        job = subprocess.Popen(bytewax_cmd("dataflows.clicks"), env=env, stdout=log_fh,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+        sampler = TreeSampler([job.pid], interval_s=0.5)
+        sampler.start()
+
+        parent_conn, child_conn = ctx.Pipe(duplex=False)
+        stop_event = ctx.Event()
+        first_event = ctx.Event()
+        counter = ctx.Value("q", 0, lock=False)
+        reader = ctx.Process(target=consume_joined, args=(
+            bootstrap, "lat_joined", TOPICS["lat_joined"], child_conn, stop_event, first_event, counter))
+        reader.start()
+
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": str(args.linger_ms),
+                             "enable.idempotence": "true", "queue.buffering.max.messages": "1000000"})
+        rng = random.Random(11)
+        n = 0
+
+        def send(probe: bool = False) -> None:
+            nonlocal n
+            user = rng.choice(users)
+            sent = time.time() * 1000
+            body = {"user_id": user, "ts": int(sent), "sent_at_ms": round(sent, 3), "n": n,
+                    "page": "/products/%d" % rng.randint(1, 500), "action": "view"}
+            if probe:
+                body["probe"] = True
+            n += 1
+            while True:
+                try:
+                    producer.produce("lat_clicks", orjson.dumps(body), user.encode())
+                    return
+                except BufferError:
+                    producer.poll(0.01)
+
+        # -- wait until the job is caught up ----------------------------------
+        t0 = time.monotonic()
+        probes = 0
+        while not first_event.is_set():
+            if job.poll() is not None:
+                break
+            if time.monotonic() - t0 > 120:
+                problems.append("job not caught up within 120 s")
+                break
+            send(probe=True)
+            probes += 1
+            producer.flush(5)
+            first_event.wait(0.5)
+        ready_s = time.monotonic() - t0
+        print(f"job caught up after {ready_s:.1f} s ({probes} probe clicks)", flush=True)
+        time.sleep(1.0)  # let the last probes drain
+
+        # -- steady clicks ----------------------------------------------------
+        cpu_before = sampler.sample_once()
+        busy_before = system_busy_cpu()
+        broker_before = process_cpu_seconds(broker.process.pid)
+        steady_n0 = n
+        started = time.monotonic()
+        total = int(args.rate * args.duration)
+        sent_count = 0
+        if not problems:
+            while sent_count < total:
+                due = min(total, int((time.monotonic() - started) * args.rate) + 1)
+                while sent_count < due:
+                    send()
+                    sent_count += 1
+                producer.poll(0)
+                if sent_count >= due:
+                    ahead = sent_count / args.rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(min(ahead, 0.002))
+            producer.flush(30)
+        produce_s = time.monotonic() - started
+        cpu_after = sampler.sample_once()
+        busy_s = system_busy_cpu() - busy_before
+        broker_s = process_cpu_seconds(broker.process.pid) - broker_before
+
+        # -- drain ------------------------------------------------------------
+        expected = n  # probes included
+        deadline = time.monotonic() + args.drain_timeout
+        while counter.value < expected and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.2)
+        time.sleep(0.5)  # anything more (a duplicate) would show up now
+        stop_event.set()
+        samples, duplicates = parent_conn.recv()
+        reader.join(timeout=10)
+        sampler.stop()
+        job_alive = job.poll() is None
+        if job_alive:
+            job.send_signal(signal.SIGINT)
+            try:
+                job.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                job.kill()
+                job.wait()
+        log_fh.close()
+
+    steady = [s for s in samples if not s[3]]
+    received = len(steady)
+    unmatched = sum(1 for s in steady if not s[2])
+    t_first = min((s[0] for s in steady), default=0)
+    after_warmup = [s[1] for s in steady if s[0] - t_first >= args.warmup * 1000]
+    all_lat = [s[1] for s in steady]
+    if not job_alive:
+        problems.append(f"the job exited early with status {job.returncode}")
+    if received != sent_count:
+        problems.append(f"received {received:,} of {sent_count:,} clicks")
+    if duplicates:
+        problems.append(f"{duplicates} duplicate records")
+    if unmatched:
+        problems.append(f"{unmatched} clicks without their profile")
+
+    timeline = []
+    bucket_s = max(1, int(round(args.duration / 12)))
+    for b in range(int(args.duration // bucket_s) + 1):
+        lo = t_first + b * bucket_s * 1000
+        vals = [s[1] for s in steady if lo <= s[0] < lo + bucket_s * 1000]
+        if vals:
+            st = stats(vals)
+            timeline.append({"from_s": b * bucket_s, **st})
+    job_cpu = None
+    if cpu_before and cpu_after:
+        job_cpu = round((cpu_after[1] - cpu_before[1]) / produce_s, 3)
+    result = {
+        "timestamp": stamp,
+        "command": [sys.executable, "-m", "bench.latency", *(argv if argv is not None else sys.argv[1:])],
+        "machine": machine_info(),
+        "code": code_at_start,
+        "status": "ok" if not problems else "FAILED",
+        "problems": problems,
+        "rate_target": args.rate,
+        "duration_s": args.duration,
+        "clicks_sent": sent_count,
+        "clicks_received": received,
+        "achieved_produce_rate": round(sent_count / produce_s, 1) if produce_s else None,
+        "job_caught_up_after_s": round(ready_s, 2),
+        "job_cpu_utilisation": job_cpu,
+        "broker_cpu_utilisation": round(broker_s / produce_s, 3) if produce_s else None,
+        "machine_busy_cores": round(busy_s / produce_s, 3) if produce_s else None,
+        "job_peak_rss_mb": round(sampler.peak_rss / 2**20, 1),
+        "latency_after_warmup": stats(after_warmup),
+        "latency_all": stats(all_lat),
+        "timeline": timeline,
+        "strategy": args.strategy,
+        "job_env": extra_env,
+        "log": str(log_path),
+    }
+    print()
+    print(f"strategy {args.strategy}, {args.users:,} users, target {args.rate:,.0f} clicks/s for {args.duration:g} s"
+          + (f", job env {extra_env}" if extra_env else ""))
+    print(f"sent {sent_count:,} at {result['achieved_produce_rate']:,.0f}/s, received {received:,}; "
+          f"job CPU {job_cpu if job_cpu is not None else '-'} cores, broker {result['broker_cpu_utilisation']} "
+          f"cores, whole machine busy {result['machine_busy_cores']} of {machine_info()['cpus']} cores, "
+          f"job peak RSS {result['job_peak_rss_mb']:.0f} MB")
+    for label, st in (("after warm-up", result["latency_after_warmup"]), ("all", result["latency_all"])):
+        print(f"latency {label:<13} n={st['count']:,}  p50 {st['p50_ms']} ms  p95 {st['p95_ms']} ms  "
+              f"p99 {st['p99_ms']} ms  max {st['max_ms']} ms")
+    print(f"timeline (per {bucket_s} s of send time, ms): " + "  ".join(
+        f"{t['from_s']}s: p50 {t['p50_ms']:.0f} / p99 {t['p99_ms']:.0f}" for t in timeline))
+    p99 = result["latency_after_warmup"]["p99_ms"]
+    if p99 is not None:
+        verdict = "met" if (p99 < 100 and not problems) else "MISSED"
+        print(f"target p99 < 100 ms at {args.rate:,.0f}/s: {verdict}")
+    if problems:
+        print("FAILED: " + "; ".join(problems), file=sys.stderr)
+        print(log_tail(log_path), file=sys.stderr)
+    out_path = Path(args.out) if args.out else RESULTS_DIR / f"latency-{stamp}.json"
+    out_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    print(f"results: {out_path}")
+    return 0 if not problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
