@@ -214,8 +214,11 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
                     skip.discard(lineage)
                     self.skipped += 1
                     continue
-                headers = list(msg.headers or ())
-                headers.append((LINEAGE_HEADER, lineage))
+                original = msg.headers
+                if original:
+                    headers = [*original, (LINEAGE_HEADER, lineage)]
+                else:
+                    headers = [(LINEAGE_HEADER, lineage)]
                 while True:
                     try:
                         produce(topic, msg.value, msg.key, partition=partition,
