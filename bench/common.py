@@ -220,8 +220,6 @@ def wait_for_quiet(max_wait_s: float, threshold_cores: float = 0.3, window_s: fl
     """Wait (up to ``max_wait_s``) until the machine is nearly idle: less than
     ``threshold_cores`` of CPU used over ``window_s`` by processes other than
     ``own_pids`` (e.g. the broker). Returns the CPU (in cores) seen last."""
-    import psutil
-
     deadline = time.monotonic() + max_wait_s
     while True:
         busy0 = system_busy_cpu()

@@ -225,7 +225,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         cpu_before = sampler.sample_once()
         busy_before = system_busy_cpu()
         broker_before = process_cpu_seconds(broker.process.pid)
-        steady_n0 = n
         started = time.monotonic()
         total = int(args.rate * args.duration)
         sent_count = 0

@@ -244,6 +244,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not pts:
             continue
         pt = pts[0]
+        if rows and rows[-1]["events"] == f"{pt['events']:,}":
+            continue
         peak_so_far = max(q["rss_mb"] for q in points if q["t_s"] <= pt["t_s"])
         rows.append({"events": f"{pt['events']:,}", "t": f"{pt['t_s']:.0f}", "rss": f"{pt['rss_mb']:.0f}",
                      "peak": f"{peak_so_far:.0f}", "cpu": f"{pt['cpu_s']:.0f}"})

@@ -38,14 +38,13 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import orjson
 
