@@ -138,6 +138,11 @@ def test_idle_input_closes_windows_in_tailing_mode(broker, topic_names):
     consumer.assign([TopicPartition(topics["top"], 0, 0)])
     try:
         time.sleep(2.5)  # job start-up
+        # Produce early in a window: with no allowed lateness, the time a click
+        # spends between produce() and the job's fetch must fit in the rest of
+        # its window, and on a loaded machine that can take a few hundred ms.
+        now_ms = int(time.time() * 1000)
+        time.sleep((2000 - now_ms % 2000 + 100) / 1000)
         now_ms = int(time.time() * 1000)
         window_start = now_ms - now_ms % 2000
         for user in ("zoe", "zoe", "yan"):
