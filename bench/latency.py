@@ -80,15 +80,21 @@ def _r(x: Optional[float]) -> Optional[float]:
 
 # -- the measuring consumer (own process) -----------------------------------
 def consume_joined(bootstrap: str, topic: str, partitions: int, conn, stop_event, first_event,
-                   counter) -> None:
-    """Read ``topic`` and send back [(sent_at_ms, latency_ms, matched, probe)] when told to stop."""
+                   counter, fetch_wait_ms: int = 5) -> None:
+    """Read ``topic`` and send back [(sent_at_ms, latency_ms, matched, probe, in_job_ms)] when told to stop.
+
+    ``in_job_ms`` is the joined record's Kafka timestamp (set by the job's
+    producer when the sink called ``produce()``) minus ``sent_at_ms``: the part
+    of the latency up to the job's sink; the rest is the sink's send, the broker
+    and this consumer's fetch.
+    """
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({
         "bootstrap.servers": bootstrap,
         "group.id": "bench-latency",  # never joined: assign() only
         "enable.auto.commit": "false",
-        "fetch.wait.max.ms": "5",
+        "fetch.wait.max.ms": str(fetch_wait_ms),
         "fetch.error.backoff.ms": "5",
     })
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
@@ -115,7 +121,7 @@ def consume_joined(bootstrap: str, topic: str, partitions: int, conn, stop_event
                 probe = bool(click.get("probe"))
                 if probe:
                     first_event.set()
-                samples.append((sent, now_ms - sent, marker not in value, probe))
+                samples.append((sent, now_ms - sent, marker not in value, probe, msg.timestamp()[1] - sent))
             counter.value = len(seen)
     finally:
         consumer.close()
@@ -133,6 +139,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--job-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment for the job (repeatable), e.g. KAFKA_FETCH_WAIT_MAX_MS=10")
     p.add_argument("--linger-ms", type=float, default=5, help="the click producer's linger.ms (default 5)")
+    p.add_argument("--reader-fetch-wait-ms", type=int, default=5,
+                   help="fetch.wait.max.ms of the measuring consumer (default 5)")
     p.add_argument("--drain-timeout", type=float, default=60,
                    help="seconds to wait for the last clicks to come out (default 60)")
     p.add_argument("--code", default=".", help="code to measure ('.', a directory or a git revision)")
@@ -180,7 +188,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         first_event = ctx.Event()
         counter = ctx.Value("q", 0, lock=False)
         reader = ctx.Process(target=consume_joined, args=(
-            bootstrap, "lat_joined", TOPICS["lat_joined"], child_conn, stop_event, first_event, counter))
+            bootstrap, "lat_joined", TOPICS["lat_joined"], child_conn, stop_event, first_event, counter,
+            args.reader_fetch_wait_ms))
         reader.start()
 
         producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": str(args.linger_ms),
@@ -270,6 +279,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     unmatched = sum(1 for s in steady if not s[2])
     t_first = min((s[0] for s in steady), default=0)
     after_warmup = [s[1] for s in steady if s[0] - t_first >= args.warmup * 1000]
+    in_job = [s[4] for s in steady if s[0] - t_first >= args.warmup * 1000]
+    after_job = [s[1] - s[4] for s in steady if s[0] - t_first >= args.warmup * 1000]
     all_lat = [s[1] for s in steady]
     if not job_alive:
         problems.append(f"the job exited early with status {job.returncode}")
@@ -310,6 +321,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "job_peak_rss_mb": round(sampler.peak_rss / 2**20, 1),
         "latency_after_warmup": stats(after_warmup),
         "latency_all": stats(all_lat),
+        "up_to_sink_after_warmup": stats(in_job),
+        "sink_to_consumer_after_warmup": stats(after_job),
         "timeline": timeline,
         "strategy": args.strategy,
         "job_env": extra_env,
@@ -322,8 +335,10 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"job CPU {job_cpu if job_cpu is not None else '-'} cores, broker {result['broker_cpu_utilisation']} "
           f"cores, whole machine busy {result['machine_busy_cores']} of {machine_info()['cpus']} cores, "
           f"job peak RSS {result['job_peak_rss_mb']:.0f} MB")
-    for label, st in (("after warm-up", result["latency_after_warmup"]), ("all", result["latency_all"])):
-        print(f"latency {label:<13} n={st['count']:,}  p50 {st['p50_ms']} ms  p95 {st['p95_ms']} ms  "
+    for label, st in (("after warm-up", result["latency_after_warmup"]), ("all", result["latency_all"]),
+                      ("up to sink", result["up_to_sink_after_warmup"]),
+                      ("sink to reader", result["sink_to_consumer_after_warmup"])):
+        print(f"latency {label:<14} n={st['count']:,}  p50 {st['p50_ms']} ms  p95 {st['p95_ms']} ms  "
               f"p99 {st['p99_ms']} ms  max {st['max_ms']} ms")
     print(f"timeline (per {bucket_s} s of send time, ms): " + "  ".join(
         f"{t['from_s']}s: p50 {t['p50_ms']:.0f} / p99 {t['p99_ms']:.0f}" for t in timeline))

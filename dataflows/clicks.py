@@ -30,6 +30,11 @@ from operators.records import DecodedBatch, JoinResult
 
 log = logging.getLogger("dataflows.clicks")
 
+#: How often an idle, caught-up profiles partition reports its position to
+#: every join shard: a live click waits for the profiles watermark to pass its
+#: event time, so this bounds that wait (measured in ``bench.latency``).
+LIVE_PROFILES_PROGRESS = timedelta(milliseconds=20)
+
 
 def _items(batch: DecodedBatch) -> list:
     return batch.items
@@ -48,6 +53,7 @@ def _join(
             wait=timedelta(seconds=settings.profile_wait_seconds),
             lateness=timedelta(seconds=settings.allowed_lateness_seconds),
             shards=settings.state_shards,
+            live_profiles_interval=LIVE_PROFILES_PROGRESS,
         ).joined
     click_items = op.flat_map("click_items", clicks, _items)
     profile_items = op.flat_map("profile_items", profiles, _items)
@@ -74,7 +80,10 @@ def build_flow(settings: ClicksSettings, kafka: KafkaConnection) -> Dataflow:
     config = kafka.to_librdkafka()
     flow = Dataflow("clicks")
     clicks = clicks_input(flow, settings, config)
-    profiles = kafka_input(flow, "profiles", settings.profiles_topic, parse_profile, settings, config)
+    profiles = kafka_input(
+        flow, "profiles", settings.profiles_topic, parse_profile, settings, config,
+        heartbeat=LIVE_PROFILES_PROGRESS,
+    )
 
     results = _join(settings, clicks.oks, profiles.oks)
     unmatched_topic = settings.unmatched_topic if settings.join_mode == JoinMode.INNER else None

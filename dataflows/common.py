@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from datetime import timedelta
 from typing import Callable, Dict, List, Tuple
 
 import bytewax.operators as op
@@ -74,11 +75,24 @@ def check_kafka_config(kafka: KafkaConnection) -> None:
 
 
 def kafka_input(
-    flow: Dataflow, step_id: str, topic: str, parse: Parser, settings: CommonSettings, config: Dict[str, str]
+    flow: Dataflow,
+    step_id: str,
+    topic: str,
+    parse: Parser,
+    settings: CommonSettings,
+    config: Dict[str, str],
+    heartbeat: timedelta = timedelta(milliseconds=100),
 ) -> DecodeOut:
-    """Read ``topic`` as position-reporting batches and decode them with ``parse``."""
+    """Read ``topic`` as position-reporting batches and decode them with ``parse``.
+
+    ``heartbeat``: how often a caught-up, idle partition reports its position.
+    """
     source = KafkaBatchSource(
-        config, topic, tail=settings.kafka_tail, batch_size=settings.source_batch_size
+        config,
+        topic,
+        tail=settings.kafka_tail,
+        batch_size=settings.source_batch_size,
+        heartbeat_s=heartbeat.total_seconds(),
     )
     return decode(
         f"decode_{step_id}",

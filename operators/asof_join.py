@@ -274,6 +274,7 @@ def asof_join(
     lateness: timedelta,
     shards: int = 16,
     progress_interval: timedelta = timedelta(milliseconds=100),
+    live_profiles_interval: timedelta = timedelta(milliseconds=20),
 ) -> AsofJoinOut:
     """Event-time as-of join of decoded click batches with profile batches.
 
@@ -282,12 +283,21 @@ def asof_join(
     :arg lateness: how far behind the click watermark clicks may still arrive
         and find the versions they need (older versions are evicted).
     :arg shards: number of state shards; keep it fixed for a recovery store.
+    :arg progress_interval: least time between two broadcasts of an input
+        partition's position to every shard.
+    :arg live_profiles_interval: the same for a caught-up (tailing) profiles
+        partition. A live click waits until the profiles watermark passes its
+        time, i.e. for the next broadcast, so this bounds that wait; the
+        profiles source's heartbeat should be as short (see
+        ``dataflows.clicks``).
     """
     if shards < 1:
         raise ValueError("shards must be >= 1")
     interval_s = progress_interval.total_seconds()
     click_router = ShardRouter(CLICKS, shards, interval_s)
-    profile_router = ShardRouter(PROFILES, shards, interval_s)
+    profile_router = ShardRouter(
+        PROFILES, shards, interval_s, live_profiles_interval.total_seconds()
+    )
     keyed_clicks = op.flat_map("route_clicks", clicks, click_router.route)
     keyed_profiles = op.flat_map("route_profiles", profiles, profile_router.route)
     keyed = op.merge("merge", keyed_clicks, keyed_profiles)

@@ -63,11 +63,27 @@ def shard_key(user_id: str, shards: int) -> str:
 class ShardRouter:
     """Splits decoded batches into per-shard inputs and spreads progress to all shards."""
 
-    def __init__(self, side: int, shards: int, progress_interval_s: float = 0.1):
+    def __init__(
+        self,
+        side: int,
+        shards: int,
+        progress_interval_s: float = 0.1,
+        caught_up_interval_s: Optional[float] = None,
+    ):
+        """:arg progress_interval_s: least time between two broadcasts of one
+            partition's position while it is read.
+        :arg caught_up_interval_s: the same while the partition is caught up
+            and tailing (default: ``progress_interval_s``). Live records may
+            wait for these broadcasts (a click for the profiles watermark), so
+            the join makes it short.
+        """
         self.side = side
         self.keys = [f"shard-{i:03d}" for i in range(shards)]
         self.shards = shards
         self.interval = progress_interval_s
+        self.caught_up_interval = (
+            progress_interval_s if caught_up_interval_s is None else caught_up_interval_s
+        )
         # (partition) -> (monotonic time of last broadcast, status then)
         self._last: Dict[int, Tuple[float, PartitionStatus]] = {}
 
@@ -101,7 +117,8 @@ class ShardRouter:
         ]
         now = time.monotonic()
         last = self._last.get(batch.partition)
-        if last is None or last[1] != batch.status or now - last[0] >= self.interval:
+        interval = self.caught_up_interval if batch.status == PartitionStatus.CAUGHT_UP else self.interval
+        if last is None or last[1] != batch.status or now - last[0] >= interval:
             self._last[batch.partition] = (now, batch.status)
             progress = ShardInput(
                 side,
