@@ -20,12 +20,23 @@ State stays bounded: with ``H`` = click watermark minus ``lateness`` (and never
 past the oldest click still waiting), a version superseded by one at or before
 ``H`` is dropped, and a user whose newest version expired before ``H`` is
 dropped entirely.
+
+Snapshots
+---------
+With recovery on, Bytewax pickles every shard's state at the end of every
+epoch, and the profile versions are most of it. A shard therefore keeps its
+users in ``SNAPSHOT_BUCKETS`` buckets and caches each bucket's pickled bytes
+until a version in it changes: a snapshot re-pickles only the buckets touched
+since the last one (a clean bucket costs a copy of its bytes). The expiry heap
+is not snapshotted; it is rebuilt from the versions on restore.
 """
 
 from __future__ import annotations
 
 import heapq
+import pickle
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -49,11 +60,20 @@ STATE_USERS = STATE_SIZE.labels("join_users", "all")
 STATE_PENDING = STATE_SIZE.labels("join_waiting_clicks", "all")
 
 
+#: Buckets of users per shard, each pickled and cached on its own for snapshots.
+SNAPSHOT_BUCKETS = 256
+
+
+def snapshot_bucket(user_id: str) -> int:
+    """A user's snapshot bucket within its shard (stable across processes)."""
+    return (zlib.crc32(user_id.encode()) >> 8) % SNAPSHOT_BUCKETS
+
+
 class AsofJoinState(NamedTuple):
     """What a shard snapshots for recovery (all values immutable or copied)."""
 
-    versions: Dict[str, Tuple[ProfileVersion, ...]]
-    expiry: List[Tuple[int, str]]
+    #: Per snapshot bucket, the pickled ``{user_id: versions}`` of its users.
+    version_buckets: Tuple[bytes, ...]
     pending: Dict[int, Tuple[Click, float]]
     seq: int
     clicks_progress: tuple
@@ -67,16 +87,31 @@ class AsofJoinLogic(op.StatefulBatchLogic):
         self.ttl_ms = ttl_ms
         self.wait_s = wait_s
         self.lateness_ms = lateness_ms
+        self.versions: Dict[str, Tuple[ProfileVersion, ...]] = {}
+        self.expiry: List[Tuple[int, str]] = []
+        #: Users of each snapshot bucket, the cached pickles, and the buckets
+        #: changed since the last snapshot.
+        self.bucket_users: List[set] = [set() for _ in range(SNAPSHOT_BUCKETS)]
+        self.bucket_pickles: List[Optional[bytes]] = [None] * SNAPSHOT_BUCKETS
+        self.dirty: set = set(range(SNAPSHOT_BUCKETS))
         if state is None:
-            self.versions: Dict[str, Tuple[ProfileVersion, ...]] = {}
-            self.expiry: List[Tuple[int, str]] = []
             self.pending: Dict[int, Tuple[Click, float]] = {}
             self.seq = 0
             self.clicks = InputProgress()
             self.profiles = InputProgress()
         else:
-            self.versions = dict(state.versions)
-            self.expiry = list(state.expiry)
+            for index, blob in enumerate(state.version_buckets):
+                bucket = pickle.loads(blob)
+                self.versions.update(bucket)
+                self.bucket_users[index].update(bucket)
+                self.bucket_pickles[index] = blob
+            self.dirty.clear()
+            # Every version gets an expiry entry (see `_insert`); entries that
+            # had already popped are harmless: eviction re-checks the user.
+            self.expiry = [
+                (v.ts_ms + ttl_ms, user) for user, vs in self.versions.items() for v in vs
+            ]
+            heapq.heapify(self.expiry)
             self.pending = dict(state.pending)
             self.seq = state.seq
             self.clicks = InputProgress(state.clicks_progress)
@@ -100,6 +135,10 @@ class AsofJoinLogic(op.StatefulBatchLogic):
         # Every version gets an expiry entry: when it pops, the user's
         # superseded versions are trimmed or the whole user is dropped.
         heapq.heappush(self.expiry, (ts + self.ttl_ms, user))
+        bucket = snapshot_bucket(user)
+        self.dirty.add(bucket)
+        if not versions:
+            self.bucket_users[bucket].add(user)
         if not versions or ts > versions[-1].ts_ms:
             versions = (versions or ()) + (version,)
         else:
@@ -160,12 +199,16 @@ class AsofJoinLogic(op.StatefulBatchLogic):
             if current[-1].ts_ms + ttl < horizon:
                 del versions[user]
                 self.evicted_versions += len(current)
+                bucket = snapshot_bucket(user)
+                self.bucket_users[bucket].discard(user)
+                self.dirty.add(bucket)
             elif len(current) > 1 and current[1].ts_ms <= horizon:
                 kept = current
                 while len(kept) > 1 and kept[1].ts_ms <= horizon:
                     kept = kept[1:]
                 versions[user] = kept
                 self.evicted_versions += len(current) - len(kept)
+                self.dirty.add(snapshot_bucket(user))
 
     # -- Bytewax callbacks -------------------------------------------------
     def on_batch(self, values: List[ShardInput]):
@@ -238,9 +281,14 @@ class AsofJoinLogic(op.StatefulBatchLogic):
         return datetime.fromtimestamp(by_deadline[0][0], tz=timezone.utc)
 
     def snapshot(self) -> AsofJoinState:
+        versions, pickles, users = self.versions, self.bucket_pickles, self.bucket_users
+        for bucket in self.dirty:
+            pickles[bucket] = pickle.dumps(
+                {user: versions[user] for user in users[bucket]}, pickle.HIGHEST_PROTOCOL
+            )
+        self.dirty.clear()
         return AsofJoinState(
-            dict(self.versions),
-            list(self.expiry),
+            tuple(pickles),
             dict(self.pending),
             self.seq,
             self.clicks.snapshot(),

@@ -6,12 +6,13 @@ Times are seconds after T0. ``summarise`` turns results into
 
 from __future__ import annotations
 
+import pickle
 from datetime import timedelta
 
 import pytest
 from bytewax.testing import TestingSource
 
-from operators.asof_join import AsofJoinLogic
+from operators.asof_join import SNAPSHOT_BUCKETS, AsofJoinLogic, snapshot_bucket
 from operators.progress import CLICKS, PROFILES, ShardInput, shard_key
 from operators.records import PartitionStatus
 from story import (
@@ -234,6 +235,41 @@ def test_snapshot_restores_waiting_clicks_and_versions():
     restored = AsofJoinLogic(60_000, 30, 0, logic.snapshot())
     out, _ = restored.on_batch([_shard_input(PROFILES, [], status=PartitionStatus.FINISHED)])
     assert summarise(out[0]) == [("mo", "waiting", "v0")]
+
+
+def test_snapshot_repickles_only_changed_buckets_and_restores_everything():
+    """Unchanged users are not pickled again; a restored shard holds the same
+    versions, and its rebuilt expiry still evicts on time."""
+    logic = AsofJoinLogic(ttl_ms=100_000, wait_s=30, lateness_ms=0, state=None)
+    users = [f"user-{i}" for i in range(40)]
+    logic.on_batch([_shard_input(PROFILES, [profile(u, 0, "v0") for u in users])])
+    first = logic.snapshot()
+    assert len(first.version_buckets) == SNAPSHOT_BUCKETS
+
+    logic.on_batch([_shard_input(PROFILES, [profile("user-7", 50, "v50")])])
+    second = logic.snapshot()
+    changed = [i for i, (a, b) in enumerate(zip(first.version_buckets, second.version_buckets)) if a is not b]
+    assert changed == [snapshot_bucket("user-7")]
+    assert logic.snapshot().version_buckets == second.version_buckets  # nothing new
+
+    restored = AsofJoinLogic(100_000, 30, 0, second)
+    assert restored.versions == logic.versions
+    assert restored.state_size() == (40, 41, 0)
+    assert all(a is b for a, b in zip(restored.snapshot().version_buckets, second.version_buckets))
+    # Clicks at t=150 s: every v0 (expired at 100 s) is evicted, user-7 keeps v50.
+    out, _ = restored.on_batch(
+        [
+            _shard_input(CLICKS, [click("user-7", 150, "c")]),
+            _shard_input(PROFILES, [], status=PartitionStatus.FINISHED),
+        ]
+    )
+    assert summarise(out[0]) == [("user-7", "c", "v50")]
+    assert sorted(restored.versions) == ["user-7"]
+    after = restored.snapshot()
+    assert pickle.loads(after.version_buckets[snapshot_bucket("user-7")]) == {
+        "user-7": (profile("user-7", 50, "v50"),)  # v0 superseded and dropped
+    }
+    assert sum(len(pickle.loads(b)) for b in after.version_buckets) == 1
 
 
 def test_shard_key_is_stable_and_spread():
