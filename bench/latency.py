@@ -129,161 +129,117 @@ def consume_joined(bootstrap: str, topic: str, partitions: int, conn, stop_event
     conn.close()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.split("\n")[0])
-    p.add_argument("--rate", type=float, default=10_000, help="clicks per second (default 10000)")
-    p.add_argument("--duration", type=float, default=60, help="seconds of steady clicks (default 60)")
-    p.add_argument("--warmup", type=float, default=5, help="seconds excluded from the stats (default 5)")
-    p.add_argument("--users", type=int, default=10_000)
-    p.add_argument("--strategy", default="asof", choices=["asof", "running", "window"])
-    p.add_argument("--job-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra environment for the job (repeatable), e.g. KAFKA_FETCH_WAIT_MAX_MS=10")
-    p.add_argument("--linger-ms", type=float, default=5, help="the click producer's linger.ms (default 5)")
-    p.add_argument("--reader-fetch-wait-ms", type=int, default=5,
-                   help="fetch.wait.max.ms of the measuring consumer (default 5)")
-    p.add_argument("--drain-timeout", type=float, default=60,
-                   help="seconds to wait for the last clicks to come out (default 60)")
-    p.add_argument("--code", default=".", help="code to measure ('.', a directory or a git revision)")
-    p.add_argument("--out", default=None)
-    args = p.parse_args(argv)
-
+def run_phase(name: str, cmd: List[str], env: Dict[str, str], bootstrap: str, topics: Dict[str, str],
+              users: List[str], args, log_path: Path) -> Dict[str, Any]:
+    """Start ``cmd``, wait until it is caught up, send clicks at ``args.rate``
+    for ``args.duration`` s, drain, stop it; the phase's results."""
     from confluent_kafka import Producer
 
-    from clickstream.broker import LocalBroker
-    from clickstream.generate import GenerateOptions, iso_ms, produce
-
-    code_dir = resolve_code_dir(args.code)
-    code_at_start = code_identity(code_dir)
-    stamp = timestamp()
-    log_path = RESULTS_DIR / f"latency-{stamp}.log"
-    extra_env = dict(kv.split("=", 1) for kv in args.job_env)
-    problems: List[str] = []
     ctx = multiprocessing.get_context("spawn")
+    problems: List[str] = []
+    log_fh = open(log_path, "wb")
+    job = subprocess.Popen(cmd, env=env, stdout=log_fh, stderr=subprocess.STDOUT, start_new_session=True)
+    sampler = TreeSampler([job.pid], interval_s=0.5)
+    sampler.start()
 
-    with LocalBroker.start() as broker:
-        bootstrap = broker.bootstrap_servers
-        broker.create_topics(TOPICS)
-        now_ms = int(time.time() * 1000)
-        options = GenerateOptions(users=args.users, clicks=0, versions_per_user=1,
-                                  start=iso_ms(now_ms - 3_600_000), seed=7)
-        report = produce(options, {"bootstrap.servers": bootstrap}, "lat_profiles", "lat_clicks")
-        print(f"profiles: {report.profiles_produced:,} produced", flush=True)
-        width = max(5, len(str(2 * args.users)))
-        users = [f"u{n:0{width}d}" for n in range(1, args.users + 1)]
+    parent_conn, child_conn = ctx.Pipe(duplex=False)
+    stop_event = ctx.Event()
+    first_event = ctx.Event()
+    counter = ctx.Value("q", 0, lock=False)
+    reader = ctx.Process(target=consume_joined, args=(
+        bootstrap, topics["joined"], TOPICS["lat_joined"], child_conn, stop_event, first_event, counter,
+        args.reader_fetch_wait_ms))
+    reader.start()
 
-        env = job_env(code_dir, bootstrap, {
-            "CLICKS_TOPIC": "lat_clicks", "PROFILES_TOPIC": "lat_profiles",
-            "JOINED_TOPIC": "lat_joined", "UNMATCHED_TOPIC": "lat_unmatched", "DLQ_TOPIC": "lat_dlq",
-            "KAFKA_TAIL": "true", "JOIN_STRATEGY": args.strategy, **extra_env,
-        })
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_fh = open(log_path, "wb")
-        job = subprocess.Popen(bytewax_cmd("dataflows.clicks"), env=env, stdout=log_fh,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-        sampler = TreeSampler([job.pid], interval_s=0.5)
-        sampler.start()
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": str(args.linger_ms),
+                         "enable.idempotence": "true", "queue.buffering.max.messages": "1000000"})
+    rng = random.Random(11)
+    n = 0
 
-        parent_conn, child_conn = ctx.Pipe(duplex=False)
-        stop_event = ctx.Event()
-        first_event = ctx.Event()
-        counter = ctx.Value("q", 0, lock=False)
-        reader = ctx.Process(target=consume_joined, args=(
-            bootstrap, "lat_joined", TOPICS["lat_joined"], child_conn, stop_event, first_event, counter,
-            args.reader_fetch_wait_ms))
-        reader.start()
-
-        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": str(args.linger_ms),
-                             "enable.idempotence": "true", "queue.buffering.max.messages": "1000000"})
-        rng = random.Random(11)
-        n = 0
-
-        def send(probe: bool = False) -> None:
-            nonlocal n
-            user = rng.choice(users)
-            sent = time.time() * 1000
-            body = {"user_id": user, "ts": int(sent), "sent_at_ms": round(sent, 3), "n": n,
-                    "page": "/products/%d" % rng.randint(1, 500), "action": "view"}
-            if probe:
-                body["probe"] = True
-            n += 1
-            while True:
-                try:
-                    producer.produce("lat_clicks", orjson.dumps(body), user.encode())
-                    return
-                except BufferError:
-                    producer.poll(0.01)
-
-        # -- wait until the job is caught up ----------------------------------
-        t0 = time.monotonic()
-        probes = 0
-        while not first_event.is_set():
-            if job.poll() is not None:
-                break
-            if time.monotonic() - t0 > 120:
-                problems.append("job not caught up within 120 s")
-                break
-            send(probe=True)
-            probes += 1
-            producer.flush(5)
-            first_event.wait(0.5)
-        ready_s = time.monotonic() - t0
-        print(f"job caught up after {ready_s:.1f} s ({probes} probe clicks)", flush=True)
-        time.sleep(1.0)  # let the last probes drain
-
-        # -- steady clicks ----------------------------------------------------
-        cpu_before = sampler.sample_once()
-        busy_before = system_busy_cpu()
-        broker_before = process_cpu_seconds(broker.process.pid)
-        started = time.monotonic()
-        total = int(args.rate * args.duration)
-        sent_count = 0
-        if not problems:
-            while sent_count < total:
-                due = min(total, int((time.monotonic() - started) * args.rate) + 1)
-                while sent_count < due:
-                    send()
-                    sent_count += 1
-                producer.poll(0)
-                if sent_count >= due:
-                    ahead = sent_count / args.rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(min(ahead, 0.002))
-            producer.flush(30)
-        produce_s = time.monotonic() - started
-        cpu_after = sampler.sample_once()
-        busy_s = system_busy_cpu() - busy_before
-        broker_s = process_cpu_seconds(broker.process.pid) - broker_before
-
-        # -- drain ------------------------------------------------------------
-        expected = n  # probes included
-        deadline = time.monotonic() + args.drain_timeout
-        while counter.value < expected and time.monotonic() < deadline and job.poll() is None:
-            time.sleep(0.2)
-        time.sleep(0.5)  # anything more (a duplicate) would show up now
-        stop_event.set()
-        samples, duplicates = parent_conn.recv()
-        reader.join(timeout=10)
-        sampler.stop()
-        job_alive = job.poll() is None
-        if job_alive:
-            job.send_signal(signal.SIGINT)
+    def send(probe: bool = False) -> None:
+        nonlocal n
+        user = rng.choice(users)
+        sent = time.time() * 1000
+        body = {"user_id": user, "ts": int(sent), "sent_at_ms": round(sent, 3), "n": n,
+                "page": "/products/%d" % rng.randint(1, 500), "action": "view"}
+        if probe:
+            body["probe"] = True
+        n += 1
+        while True:
             try:
-                job.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                job.kill()
-                job.wait()
-        log_fh.close()
+                producer.produce(topics["clicks"], orjson.dumps(body), user.encode())
+                return
+            except BufferError:
+                producer.poll(0.01)
+
+    # -- wait until the job is caught up --------------------------------------
+    t0 = time.monotonic()
+    probes = 0
+    while not first_event.is_set():
+        if job.poll() is not None:
+            break
+        if time.monotonic() - t0 > 120:
+            problems.append("not caught up within 120 s")
+            break
+        send(probe=True)
+        probes += 1
+        producer.flush(5)
+        first_event.wait(0.5)
+    ready_s = time.monotonic() - t0
+    print(f"{name}: caught up after {ready_s:.1f} s ({probes} probe clicks)", flush=True)
+    time.sleep(1.0)  # let the last probes drain
+
+    # -- steady clicks --------------------------------------------------------
+    cpu_before = sampler.sample_once()
+    busy_before = system_busy_cpu()
+    broker_before = process_cpu_seconds(BROKER_PID[0])
+    started = time.monotonic()
+    total = int(args.rate * args.duration)
+    sent_count = 0
+    if not problems:
+        while sent_count < total:
+            due = min(total, int((time.monotonic() - started) * args.rate) + 1)
+            while sent_count < due:
+                send()
+                sent_count += 1
+            producer.poll(0)
+            if sent_count >= due:
+                ahead = sent_count / args.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(min(ahead, 0.002))
+        producer.flush(30)
+    produce_s = time.monotonic() - started
+    cpu_after = sampler.sample_once()
+    busy_s = system_busy_cpu() - busy_before
+    broker_s = process_cpu_seconds(BROKER_PID[0]) - broker_before
+
+    # -- drain ----------------------------------------------------------------
+    expected = n  # probes included
+    deadline = time.monotonic() + args.drain_timeout
+    while counter.value < expected and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)  # anything more (a duplicate) would show up now
+    stop_event.set()
+    samples, duplicates = parent_conn.recv()
+    reader.join(timeout=10)
+    sampler.stop()
+    job_alive = job.poll() is None
+    if job_alive:
+        job.send_signal(signal.SIGINT)
+        try:
+            job.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            job.kill()
+            job.wait()
+    log_fh.close()
 
     steady = [s for s in samples if not s[3]]
     received = len(steady)
     unmatched = sum(1 for s in steady if not s[2])
     t_first = min((s[0] for s in steady), default=0)
-    after_warmup = [s[1] for s in steady if s[0] - t_first >= args.warmup * 1000]
-    in_job = [s[4] for s in steady if s[0] - t_first >= args.warmup * 1000]
-    after_job = [s[1] - s[4] for s in steady if s[0] - t_first >= args.warmup * 1000]
-    all_lat = [s[1] for s in steady]
+    warm = [s for s in steady if s[0] - t_first >= args.warmup * 1000]
     if not job_alive:
-        problems.append(f"the job exited early with status {job.returncode}")
+        problems.append(f"exited early with status {job.returncode}")
     if received != sent_count:
         problems.append(f"received {received:,} of {sent_count:,} clicks")
     if duplicates:
@@ -297,11 +253,121 @@ def main(argv: Optional[List[str]] = None) -> int:
         lo = t_first + b * bucket_s * 1000
         vals = [s[1] for s in steady if lo <= s[0] < lo + bucket_s * 1000]
         if vals:
-            st = stats(vals)
-            timeline.append({"from_s": b * bucket_s, **st})
+            timeline.append({"from_s": b * bucket_s, **stats(vals)})
     job_cpu = None
     if cpu_before and cpu_after:
         job_cpu = round((cpu_after[1] - cpu_before[1]) / produce_s, 3)
+    return {
+        "name": name,
+        "status": "ok" if not problems else "FAILED",
+        "problems": problems,
+        "clicks_sent": sent_count,
+        "clicks_received": received,
+        "achieved_produce_rate": round(sent_count / produce_s, 1) if produce_s else None,
+        "caught_up_after_s": round(ready_s, 2),
+        "cpu_utilisation": job_cpu,
+        "broker_cpu_utilisation": round(broker_s / produce_s, 3) if produce_s else None,
+        "machine_busy_cores": round(busy_s / produce_s, 3) if produce_s else None,
+        "peak_rss_mb": round(sampler.peak_rss / 2**20, 1),
+        "latency_after_warmup": stats([s[1] for s in warm]),
+        "latency_all": stats([s[1] for s in steady]),
+        "up_to_sink_after_warmup": stats([s[4] for s in warm]),
+        "sink_to_consumer_after_warmup": stats([s[1] - s[4] for s in warm]),
+        "timeline": timeline,
+        "timeline_bucket_s": bucket_s,
+        "log": str(log_path),
+    }
+
+
+BROKER_PID = [0]
+
+
+def print_phase(r: Dict[str, Any]) -> None:
+    print(f"[{r['name']}] sent {r['clicks_sent']:,} at {r['achieved_produce_rate'] or 0:,.0f}/s, "
+          f"received {r['clicks_received']:,}; CPU {r['cpu_utilisation'] if r['cpu_utilisation'] is not None else '-'} "
+          f"cores, broker {r['broker_cpu_utilisation']} cores, whole machine busy {r['machine_busy_cores']} of "
+          f"{machine_info()['cpus']} cores, peak RSS {r['peak_rss_mb']:.0f} MB")
+    for label, key in (("after warm-up", "latency_after_warmup"), ("all", "latency_all"),
+                       ("up to sink", "up_to_sink_after_warmup"),
+                       ("sink to reader", "sink_to_consumer_after_warmup")):
+        st = r[key]
+        print(f"  latency {label:<14} n={st['count']:,}  p50 {st['p50_ms']} ms  p95 {st['p95_ms']} ms  "
+              f"p99 {st['p99_ms']} ms  max {st['max_ms']} ms")
+    print(f"  timeline (per {r['timeline_bucket_s']} s of send time, ms): " + "  ".join(
+        f"{t['from_s']}s: p50 {t['p50_ms']:.0f} / p99 {t['p99_ms']:.0f}" for t in r["timeline"]))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.split("\n")[0])
+    p.add_argument("--rate", type=float, default=10_000, help="clicks per second (default 10000)")
+    p.add_argument("--duration", type=float, default=60, help="seconds of steady clicks (default 60)")
+    p.add_argument("--warmup", type=float, default=5, help="seconds excluded from the stats (default 5)")
+    p.add_argument("--users", type=int, default=10_000)
+    p.add_argument("--strategy", default="asof", choices=["asof", "running", "window"])
+    p.add_argument("--job-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra environment for the job (repeatable), e.g. KAFKA_FETCH_WAIT_MAX_MS=10")
+    p.add_argument("--linger-ms", type=float, default=5, help="the click producer's linger.ms (default 5)")
+    p.add_argument("--reader-fetch-wait-ms", type=int, default=5,
+                   help="fetch.wait.max.ms of the measuring consumer (default 5)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the hand-written relay (bench.relay) measured before the job")
+    p.add_argument("--drain-timeout", type=float, default=60,
+                   help="seconds to wait for the last clicks to come out (default 60)")
+    p.add_argument("--code", default=".", help="code to measure ('.', a directory or a git revision)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+
+    from clickstream.broker import LocalBroker
+    from clickstream.generate import GenerateOptions, iso_ms, produce
+
+    code_dir = resolve_code_dir(args.code)
+    code_at_start = code_identity(code_dir)
+    stamp = timestamp()
+    extra_env = dict(kv.split("=", 1) for kv in args.job_env)
+    phases: List[Dict[str, Any]] = []
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+
+    with LocalBroker.start() as broker:
+        bootstrap = broker.bootstrap_servers
+        BROKER_PID[0] = broker.process.pid
+        plan = [] if args.no_baseline else ["relay"]
+        plan.append("job")
+        topic_sets = {}
+        for name in plan:
+            prefix = "lat_" if name == "job" else "rel_"
+            topic_sets[name] = {
+                "clicks": prefix + "clicks", "profiles": prefix + "profiles", "joined": prefix + "joined",
+                "unmatched": prefix + "unmatched", "dlq": prefix + "dlq",
+            }
+            broker.create_topics({prefix + k[len("lat_"):]: v for k, v in TOPICS.items()})
+        now_ms = int(time.time() * 1000)
+        for name in plan:
+            options = GenerateOptions(users=args.users, clicks=0, versions_per_user=1,
+                                      start=iso_ms(now_ms - 3_600_000), seed=7)
+            report = produce(options, {"bootstrap.servers": bootstrap}, topic_sets[name]["profiles"],
+                             topic_sets[name]["clicks"])
+            print(f"{name}: {report.profiles_produced:,} profiles produced", flush=True)
+        width = max(5, len(str(2 * args.users)))
+        users = [f"u{n:0{width}d}" for n in range(1, args.users + 1)]
+
+        for name in plan:
+            t = topic_sets[name]
+            if name == "relay":
+                env = job_env(code_dir, bootstrap)
+                cmd = [sys.executable, "-m", "bench.relay", "--clicks-topic", t["clicks"],
+                       "--profiles-topic", t["profiles"], "--out-topic", t["joined"]]
+            else:
+                env = job_env(code_dir, bootstrap, {
+                    "CLICKS_TOPIC": t["clicks"], "PROFILES_TOPIC": t["profiles"],
+                    "JOINED_TOPIC": t["joined"], "UNMATCHED_TOPIC": t["unmatched"], "DLQ_TOPIC": t["dlq"],
+                    "KAFKA_TAIL": "true", "JOIN_STRATEGY": args.strategy, **extra_env,
+                })
+                cmd = bytewax_cmd("dataflows.clicks")
+            phases.append(run_phase(name, cmd, env, bootstrap, t, users, args,
+                                    RESULTS_DIR / f"latency-{stamp}-{name}.log"))
+
+    problems = [f"{r['name']}: {problem}" for r in phases for problem in r["problems"]]
+    job = phases[-1]
     result = {
         "timestamp": stamp,
         "command": [sys.executable, "-m", "bench.latency", *(argv if argv is not None else sys.argv[1:])],
@@ -311,44 +377,32 @@ def main(argv: Optional[List[str]] = None) -> int:
         "problems": problems,
         "rate_target": args.rate,
         "duration_s": args.duration,
-        "clicks_sent": sent_count,
-        "clicks_received": received,
-        "achieved_produce_rate": round(sent_count / produce_s, 1) if produce_s else None,
-        "job_caught_up_after_s": round(ready_s, 2),
-        "job_cpu_utilisation": job_cpu,
-        "broker_cpu_utilisation": round(broker_s / produce_s, 3) if produce_s else None,
-        "machine_busy_cores": round(busy_s / produce_s, 3) if produce_s else None,
-        "job_peak_rss_mb": round(sampler.peak_rss / 2**20, 1),
-        "latency_after_warmup": stats(after_warmup),
-        "latency_all": stats(all_lat),
-        "up_to_sink_after_warmup": stats(in_job),
-        "sink_to_consumer_after_warmup": stats(after_job),
-        "timeline": timeline,
         "strategy": args.strategy,
         "job_env": extra_env,
-        "log": str(log_path),
+        "phases": phases,
+        # The job's figures at the top level, as before the relay baseline.
+        **{k: job[k] for k in ("clicks_sent", "clicks_received", "achieved_produce_rate",
+                               "latency_after_warmup", "latency_all", "up_to_sink_after_warmup",
+                               "sink_to_consumer_after_warmup", "timeline")},
     }
     print()
-    print(f"strategy {args.strategy}, {args.users:,} users, target {args.rate:,.0f} clicks/s for {args.duration:g} s"
-          + (f", job env {extra_env}" if extra_env else ""))
-    print(f"sent {sent_count:,} at {result['achieved_produce_rate']:,.0f}/s, received {received:,}; "
-          f"job CPU {job_cpu if job_cpu is not None else '-'} cores, broker {result['broker_cpu_utilisation']} "
-          f"cores, whole machine busy {result['machine_busy_cores']} of {machine_info()['cpus']} cores, "
-          f"job peak RSS {result['job_peak_rss_mb']:.0f} MB")
-    for label, st in (("after warm-up", result["latency_after_warmup"]), ("all", result["latency_all"]),
-                      ("up to sink", result["up_to_sink_after_warmup"]),
-                      ("sink to reader", result["sink_to_consumer_after_warmup"])):
-        print(f"latency {label:<14} n={st['count']:,}  p50 {st['p50_ms']} ms  p95 {st['p95_ms']} ms  "
-              f"p99 {st['p99_ms']} ms  max {st['max_ms']} ms")
-    print(f"timeline (per {bucket_s} s of send time, ms): " + "  ".join(
-        f"{t['from_s']}s: p50 {t['p50_ms']:.0f} / p99 {t['p99_ms']:.0f}" for t in timeline))
-    p99 = result["latency_after_warmup"]["p99_ms"]
+    print(f"strategy {args.strategy}, {args.users:,} users, target {args.rate:,.0f} clicks/s for "
+          f"{args.duration:g} s" + (f", job env {extra_env}" if extra_env else ""))
+    for r in phases:
+        print_phase(r)
+    p99 = job["latency_after_warmup"]["p99_ms"]
+    if len(phases) == 2 and p99 is not None and phases[0]["latency_after_warmup"]["p99_ms"]:
+        base = phases[0]["latency_after_warmup"]
+        print(f"job vs hand-written relay: p50 {job['latency_after_warmup']['p50_ms']} vs {base['p50_ms']} ms, "
+              f"p99 {p99} vs {base['p99_ms']} ms ({p99 / base['p99_ms']:.2f}x)")
     if p99 is not None:
         verdict = "met" if (p99 < 100 and not problems) else "MISSED"
         print(f"target p99 < 100 ms at {args.rate:,.0f}/s: {verdict}")
     if problems:
         print("FAILED: " + "; ".join(problems), file=sys.stderr)
-        print(log_tail(log_path), file=sys.stderr)
+        for r in phases:
+            if r["problems"]:
+                print(log_tail(Path(r["log"])), file=sys.stderr)
     out_path = Path(args.out) if args.out else RESULTS_DIR / f"latency-{stamp}.json"
     out_path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     print(f"results: {out_path}")

@@ -9,6 +9,7 @@ records pays it once. Every type is a NamedTuple: cheap to build, to pickle
 from __future__ import annotations
 
 from enum import IntEnum
+from functools import partial
 from typing import List, NamedTuple, Optional, Tuple, Union
 
 Headers = List[Tuple[str, bytes]]
@@ -136,9 +137,10 @@ def fast_new(cls):
 
     ``Cls(a, b)`` on a NamedTuple runs a Python-level ``__new__``; measured in
     the clicks job it was the largest single cost (about 14% of CPU).
-    ``tuple.__new__`` is a C call.
+    ``tuple.__new__`` is a C call, and a ``partial`` of it adds no Python frame
+    (a lambda around it still did: ~10% of the job's samples).
     """
-    return lambda fields: tuple.__new__(cls, fields)
+    return partial(tuple.__new__, cls)
 
 
 class OutMessage(NamedTuple):

@@ -1,0 +1,128 @@
+"""Hand-written tailing join: the latency baseline of ``bench.latency``.
+
+``python -m bench.relay --clicks-topic T --profiles-topic T --out-topic T``
+(bootstrap servers from ``KAFKA_BOOTSTRAP_SERVERS``).
+
+The least a live enrichment job must do, with no framework and no guarantees:
+read the whole profiles topic into a dict, then tail the clicks topic from the
+beginning in one loop (consume, ``parse_click``, as-of lookup, ``encode_result``,
+``produce``), with the job's client settings (consumer ``fetch.wait.max.ms``
+50, producer linger 5 ms and idempotent, delivery reports for failures only).
+It does not wait for the profiles input to pass a click's time, keeps no
+offsets and writes no lineage headers. It runs until SIGTERM or SIGINT, then
+flushes and prints one JSON line with its counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from bisect import bisect_right
+from typing import Dict, List, Tuple
+
+import orjson
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.relay", description=__doc__.split("\n")[0])
+    p.add_argument("--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    p.add_argument("--clicks-topic", required=True)
+    p.add_argument("--profiles-topic", required=True)
+    p.add_argument("--out-topic", required=True)
+    p.add_argument("--ttl-seconds", type=float, default=7 * 24 * 3600.0)
+    args = p.parse_args(argv)
+    if not args.bootstrap_servers:
+        p.error("--bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS is required")
+
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from bench.common import consumer_config, partitions_of, read_batches
+    from operators.event_parsing import parse_click, parse_profile
+    from operators.join_output import encode_result
+    from operators.kafka_source import DEFAULT_FETCH_WAIT_MS
+    from operators.records import Click, JoinResult, ProfileVersion, SourceRecord
+
+    stop = False
+
+    def on_signal(signum, frame) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    bootstrap = args.bootstrap_servers
+    ttl_ms = int(args.ttl_seconds * 1000)
+    failures: List[str] = []
+
+    def on_delivery(err, msg) -> None:
+        if err is not None:
+            failures.append(f"{msg.topic()}[{msg.partition()}]: {err}")
+
+    producer = Producer({
+        "bootstrap.servers": bootstrap,
+        "linger.ms": "5",
+        "enable.idempotence": "true",
+        "delivery.report.only.error": True,
+        "on_delivery": on_delivery,
+    })
+
+    # Profiles first, to their end (the latency bench produces them before
+    # any click): user -> (sorted event times, versions).
+    table: Dict[str, Tuple[List[int], List[ProfileVersion]]] = {}
+    profiles = Consumer(consumer_config(bootstrap))
+    for batch in read_batches(profiles, args.profiles_topic):
+        for msg in batch:
+            record = SourceRecord(msg.partition(), msg.offset(), msg.key(), msg.value(),
+                                  msg.timestamp()[1], msg.headers())
+            version = parse_profile(record, args.profiles_topic, 0)
+            if type(version) is ProfileVersion:
+                times, kept = table.setdefault(version.user_id, ([], []))
+                i = bisect_right(times, version.ts_ms)
+                times.insert(i, version.ts_ms)
+                kept.insert(i, version)
+    profiles.close()
+
+    clicks = Consumer(consumer_config(
+        bootstrap, **{"fetch.wait.max.ms": str(DEFAULT_FETCH_WAIT_MS), "enable.partition.eof": "false"}
+    ))
+    clicks.assign([TopicPartition(args.clicks_topic, n, -2) for n in partitions_of(clicks, args.clicks_topic)])
+    print(orjson.dumps({"ready": True, "users": len(table)}).decode(), flush=True)
+    relayed = bad = 0
+    topic, out_topic, lookup = args.clicks_topic, args.out_topic, table.get
+    while not stop:
+        for msg in clicks.consume(1000, 0.005):
+            if msg.error() is not None:
+                continue
+            record = SourceRecord(msg.partition(), msg.offset(), msg.key(), msg.value(),
+                                  msg.timestamp()[1], msg.headers())
+            click = parse_click(record, topic, 0)
+            if type(click) is not Click:
+                bad += 1
+                continue
+            profile = None
+            entry = lookup(click.user_id)
+            if entry is not None:
+                i = bisect_right(entry[0], click.ts_ms) - 1
+                if i >= 0 and click.ts_ms - entry[0][i] <= ttl_ms:
+                    profile = entry[1][i]
+            value = encode_result(JoinResult(click, profile))
+            while True:
+                try:
+                    producer.produce(out_topic, value, click.user_id.encode())
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+            relayed += 1
+        producer.poll(0)
+    clicks.close()
+    remaining = producer.flush(30)
+    print(orjson.dumps({"relayed": relayed, "bad": bad, "undelivered": remaining,
+                        "delivery_failures": len(failures)}).decode(), flush=True)
+    return 1 if remaining or failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
