@@ -356,6 +356,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 env = job_env(code_dir, bootstrap)
                 cmd = [sys.executable, "-m", "bench.relay", "--clicks-topic", t["clicks"],
                        "--profiles-topic", t["profiles"], "--out-topic", t["joined"]]
+                if "KAFKA_FETCH_WAIT_MAX_MS" in extra_env:  # same client settings as the job
+                    cmd += ["--fetch-wait-ms", extra_env["KAFKA_FETCH_WAIT_MAX_MS"]]
             else:
                 env = job_env(code_dir, bootstrap, {
                     "CLICKS_TOPIC": t["clicks"], "PROFILES_TOPIC": t["profiles"],

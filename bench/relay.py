@@ -6,8 +6,9 @@
 The least a live enrichment job must do, with no framework and no guarantees:
 read the whole profiles topic into a dict, then tail the clicks topic from the
 beginning in one loop (consume, ``parse_click``, as-of lookup, ``encode_result``,
-``produce``), with the job's client settings (consumer ``fetch.wait.max.ms``
-50, producer linger 5 ms and idempotent, delivery reports for failures only).
+``produce``), with the job's client settings (consumer ``fetch.wait.max.ms`` as the job's
+unless ``--fetch-wait-ms``, producer linger 5 ms and idempotent, delivery
+reports for failures only).
 It does not wait for the profiles input to pass a click's time, keeps no
 offsets and writes no lineage headers. It runs until SIGTERM or SIGINT, then
 flushes and prints one JSON line with its counts.
@@ -32,6 +33,8 @@ def main(argv=None) -> int:
     p.add_argument("--profiles-topic", required=True)
     p.add_argument("--out-topic", required=True)
     p.add_argument("--ttl-seconds", type=float, default=7 * 24 * 3600.0)
+    p.add_argument("--fetch-wait-ms", type=int, default=None,
+                   help="the clicks consumer's fetch.wait.max.ms (default: librdkafka's, like the job)")
     args = p.parse_args(argv)
     if not args.bootstrap_servers:
         p.error("--bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS is required")
@@ -41,7 +44,6 @@ def main(argv=None) -> int:
     from bench.common import consumer_config, partitions_of, read_batches
     from operators.event_parsing import parse_click, parse_profile
     from operators.join_output import encode_result
-    from operators.kafka_source import DEFAULT_FETCH_WAIT_MS
     from operators.records import Click, JoinResult, ProfileVersion, SourceRecord
 
     stop = False
@@ -85,9 +87,12 @@ def main(argv=None) -> int:
                 kept.insert(i, version)
     profiles.close()
 
-    clicks = Consumer(consumer_config(
-        bootstrap, **{"fetch.wait.max.ms": str(DEFAULT_FETCH_WAIT_MS), "enable.partition.eof": "false"}
-    ))
+    config = consumer_config(bootstrap, **{"enable.partition.eof": "false"})
+    if args.fetch_wait_ms is None:
+        del config["fetch.wait.max.ms"]  # librdkafka's default, like the job's sources
+    else:
+        config["fetch.wait.max.ms"] = str(args.fetch_wait_ms)
+    clicks = Consumer(config)
     clicks.assign([TopicPartition(args.clicks_topic, n, -2) for n in partitions_of(clicks, args.clicks_topic)])
     print(orjson.dumps({"ready": True, "users": len(table)}).decode(), flush=True)
     relayed = bad = 0

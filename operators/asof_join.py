@@ -27,7 +27,8 @@ With recovery on, Bytewax pickles every shard's state at the end of every
 epoch, and the profile versions are most of it. A shard therefore keeps its
 users in ``SNAPSHOT_BUCKETS`` buckets and caches each bucket's pickled bytes
 until a version in it changes: a snapshot re-pickles only the buckets touched
-since the last one (a clean bucket costs a copy of its bytes). The expiry heap
+since the last one (a clean bucket costs a copy of its bytes; without recovery
+nothing is tracked). The expiry heap
 is not snapshotted; it is rebuilt from the versions on restore.
 """
 
@@ -89,23 +90,24 @@ class AsofJoinLogic(op.StatefulBatchLogic):
         self.lateness_ms = lateness_ms
         self.versions: Dict[str, Tuple[ProfileVersion, ...]] = {}
         self.expiry: List[Tuple[int, str]] = []
-        #: Users of each snapshot bucket, the cached pickles, and the buckets
-        #: changed since the last snapshot.
-        self.bucket_users: List[set] = [set() for _ in range(SNAPSHOT_BUCKETS)]
+        #: Snapshot bookkeeping, started by the first `snapshot()` (never
+        #: without recovery): users of each bucket, each bucket's cached
+        #: pickle, and the users whose versions changed since the last one.
+        self.bucket_users: Optional[List[set]] = None
         self.bucket_pickles: List[Optional[bytes]] = [None] * SNAPSHOT_BUCKETS
-        self.dirty: set = set(range(SNAPSHOT_BUCKETS))
+        self.changed: set = set()
         if state is None:
             self.pending: Dict[int, Tuple[Click, float]] = {}
             self.seq = 0
             self.clicks = InputProgress()
             self.profiles = InputProgress()
         else:
+            self.bucket_users = [set() for _ in range(SNAPSHOT_BUCKETS)]
             for index, blob in enumerate(state.version_buckets):
                 bucket = pickle.loads(blob)
                 self.versions.update(bucket)
                 self.bucket_users[index].update(bucket)
                 self.bucket_pickles[index] = blob
-            self.dirty.clear()
             # Every version gets an expiry entry (see `_insert`); entries that
             # had already popped are harmless: eviction re-checks the user.
             self.expiry = [
@@ -135,10 +137,8 @@ class AsofJoinLogic(op.StatefulBatchLogic):
         # Every version gets an expiry entry: when it pops, the user's
         # superseded versions are trimmed or the whole user is dropped.
         heapq.heappush(self.expiry, (ts + self.ttl_ms, user))
-        bucket = snapshot_bucket(user)
-        self.dirty.add(bucket)
-        if not versions:
-            self.bucket_users[bucket].add(user)
+        if self.bucket_users is not None:
+            self.changed.add(user)
         if not versions or ts > versions[-1].ts_ms:
             versions = (versions or ()) + (version,)
         else:
@@ -199,16 +199,16 @@ class AsofJoinLogic(op.StatefulBatchLogic):
             if current[-1].ts_ms + ttl < horizon:
                 del versions[user]
                 self.evicted_versions += len(current)
-                bucket = snapshot_bucket(user)
-                self.bucket_users[bucket].discard(user)
-                self.dirty.add(bucket)
+                if self.bucket_users is not None:
+                    self.changed.add(user)
             elif len(current) > 1 and current[1].ts_ms <= horizon:
                 kept = current
                 while len(kept) > 1 and kept[1].ts_ms <= horizon:
                     kept = kept[1:]
                 versions[user] = kept
                 self.evicted_versions += len(current) - len(kept)
-                self.dirty.add(snapshot_bucket(user))
+                if self.bucket_users is not None:
+                    self.changed.add(user)
 
     # -- Bytewax callbacks -------------------------------------------------
     def on_batch(self, values: List[ShardInput]):
@@ -281,12 +281,27 @@ class AsofJoinLogic(op.StatefulBatchLogic):
         return datetime.fromtimestamp(by_deadline[0][0], tz=timezone.utc)
 
     def snapshot(self) -> AsofJoinState:
-        versions, pickles, users = self.versions, self.bucket_pickles, self.bucket_users
-        for bucket in self.dirty:
+        versions, pickles = self.versions, self.bucket_pickles
+        if self.bucket_users is None:  # first snapshot: every bucket
+            self.bucket_users = users = [set() for _ in range(SNAPSHOT_BUCKETS)]
+            for user in versions:
+                users[snapshot_bucket(user)].add(user)
+            dirty = range(SNAPSHOT_BUCKETS)
+        else:
+            users = self.bucket_users
+            dirty = set()
+            for user in self.changed:
+                bucket = snapshot_bucket(user)
+                dirty.add(bucket)
+                if user in versions:
+                    users[bucket].add(user)
+                else:
+                    users[bucket].discard(user)
+            self.changed.clear()
+        for bucket in dirty:
             pickles[bucket] = pickle.dumps(
                 {user: versions[user] for user in users[bucket]}, pickle.HIGHEST_PROTOCOL
             )
-        self.dirty.clear()
         return AsofJoinState(
             tuple(pickles),
             dict(self.pending),

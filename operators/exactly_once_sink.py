@@ -167,6 +167,12 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
             "message.max.bytes": str(16 * 1024 * 1024),
         }
         producer_config.update(config)
+        # Delivery reports land here through a C-level callable (no Python
+        # frame per message): reports[None] is the latest successful delivery
+        # (reports of one partition come in offset order), any other key an
+        # error. Read by `_collect_reports` after every poll and flush.
+        self._reports: Dict[object, object] = {}
+        producer_config["on_delivery"] = self._reports.__setitem__
         self._producer = Producer(producer_config)
         self._failures: List[str] = []
         self.written = 0
@@ -194,19 +200,23 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
             if self._tail_error is not None:
                 raise self._tail_error
 
-    def _on_delivery(self, err, msg) -> None:
-        if err is not None:
-            self._failures.append(f"{msg.topic()}[{msg.partition()}] key={msg.key()!r}: {err.str()}")
-        else:
-            offset = msg.offset()
+    def _collect_reports(self) -> None:
+        reports = self._reports
+        if not reports:
+            return
+        delivered = reports.pop(None, None)
+        if delivered is not None:
+            offset = delivered.offset()
             if self.last_offset is None or offset > self.last_offset:
                 self.last_offset = offset
+        for err, msg in reports.items():
+            self._failures.append(f"{msg.topic()}[{msg.partition()}] key={msg.key()!r}: {err.str()}")
+        reports.clear()
 
     def write_batch(self, items: List[List[OutMessage]]) -> None:
         self._wait_for_tail()
         produce = self._producer.produce
         topic, partition, skip = self.topic, self.partition, self.skip
-        callback = self._on_delivery
         for messages in items:
             for msg in messages:
                 lineage = msg.lineage or b""
@@ -221,11 +231,11 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
                     headers = [(LINEAGE_HEADER, lineage)]
                 while True:
                     try:
-                        produce(topic, msg.value, msg.key, partition=partition,
-                                headers=headers, on_delivery=callback)
+                        produce(topic, msg.value, msg.key, partition=partition, headers=headers)
                         break
                     except BufferError:
                         self._producer.poll(0.1)
+                        self._collect_reports()
                     except KafkaException as exc:
                         raise DeliveryError(
                             f"cannot produce to {topic}[{partition}] (key={msg.key!r}): {exc}"
@@ -233,10 +243,12 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
                 self.written += 1
         # Serve delivery reports without waiting; a failure stops the flow.
         self._producer.poll(0)
+        self._collect_reports()
         self._raise_failures()
 
     def _flush(self) -> None:
         remaining = self._producer.flush(60)
+        self._collect_reports()
         if remaining:
             raise DeliveryError(
                 f"{remaining} message(s) to {self.topic}[{self.partition}] not delivered in 60 s"
@@ -247,7 +259,8 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
         if self._failures:
             failures, self._failures = self._failures, []
             raise DeliveryError(
-                f"{len(failures)} message(s) rejected by the broker; first: {failures[0]}"
+                f"message(s) rejected by the broker ({len(failures)} kind(s) of error); "
+                f"first: {failures[0]}"
             )
 
     def snapshot(self) -> Optional[int]:

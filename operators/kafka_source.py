@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 _EOF = KafkaError._PARTITION_EOF
 _NO_TIMESTAMP = 0  # confluent_kafka.TIMESTAMP_NOT_AVAILABLE
 _IDLE_BACKOFF = timedelta(milliseconds=5)
-#: The sources' default ``fetch.wait.max.ms`` (see ``_BatchPartition``).
-DEFAULT_FETCH_WAIT_MS = 50
 
 
 class KafkaSourceError(RuntimeError):
@@ -94,12 +92,6 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
             "enable.auto.offset.store": "false",
             "enable.partition.eof": "true",
             "auto.offset.reset": "earliest",
-            # How long the broker may hold a fetch that finds no new data.
-            # Kafka answers as soon as data arrives; the local Tansu broker
-            # answers only when the wait is over, so librdkafka's 500 ms
-            # default added up to a quarter of a second to every record of
-            # a live stream. Override with KAFKA_FETCH_WAIT_MAX_MS.
-            "fetch.wait.max.ms": str(DEFAULT_FETCH_WAIT_MS),
         }
         consumer_config.update(config)
         self._consumer = Consumer(consumer_config)
