@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import time
 import sys
 from bisect import bisect_right
 from typing import Dict, List, Tuple
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
         for msg in batch:
             record = SourceRecord(msg.partition(), msg.offset(), msg.key(), msg.value(),
                                   msg.timestamp()[1], msg.headers())
-            version = parse_profile(record, args.profiles_topic, 0)
+            version = parse_profile(record, args.profiles_topic, int(time.time() * 1000))
             if type(version) is ProfileVersion:
                 times, kept = table.setdefault(version.user_id, ([], []))
                 i = bisect_right(times, version.ts_ms)
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
                 continue
             record = SourceRecord(msg.partition(), msg.offset(), msg.key(), msg.value(),
                                   msg.timestamp()[1], msg.headers())
-            click = parse_click(record, topic, 0)
+            click = parse_click(record, topic, int(time.time() * 1000))
             if type(click) is not Click:
                 bad += 1
                 continue
