@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from clickstream.recovery_store import IncompleteStore, prune_uncommitted_snapshots
+
 JOBS = ("clicks", "top_users", "alerts", "sessions")
 
 
@@ -37,6 +39,16 @@ def init_recovery(directory: Path, partitions: int) -> bool:
         [sys.executable, "-m", "bytewax.recovery", str(directory), str(partitions)], check=True
     )
     return True
+
+
+def prune_store(directory: Path) -> str:
+    """Drop the snapshots a killed execution left beyond the resume epoch (see
+    :mod:`clickstream.recovery_store`); returns a line for the log."""
+    try:
+        epoch, deleted = prune_uncommitted_snapshots(directory)
+    except IncompleteStore as exc:
+        return f"warning: uncommitted snapshots not pruned: {exc}"
+    return f"resuming at epoch {epoch}; pruned {deleted} uncommitted snapshot(s)"
 
 
 def bytewax_command(
@@ -65,8 +77,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.recovery_partitions < 1 or args.snapshot_seconds <= 0 or args.backup_seconds < 0:
         parser.error("RECOVERY_PARTITIONS must be >= 1, SNAPSHOT_SECONDS > 0, BACKUP_SECONDS >= 0")
     recovery_dir = Path(args.recovery_dir) if args.recovery_dir else None
-    if recovery_dir is not None and init_recovery(recovery_dir, args.recovery_partitions):
-        print(f"run_job: created {args.recovery_partitions} recovery partition(s) in {recovery_dir}", flush=True)
+    if recovery_dir is not None:
+        if init_recovery(recovery_dir, args.recovery_partitions):
+            print(f"run_job: created {args.recovery_partitions} recovery partition(s) in {recovery_dir}", flush=True)
+        else:
+            print("run_job: " + prune_store(recovery_dir), flush=True)
     cmd = bytewax_command(args.job, recovery_dir, args.snapshot_seconds, args.backup_seconds, extra)
     print("run_job: " + " ".join(cmd), flush=True)
     os.execv(cmd[0], cmd)

@@ -324,6 +324,21 @@ def store_partition_count(directory: Path, index: int) -> Optional[int]:
         return None
 
 
+def prune_uncommitted(directory: Path) -> None:
+    """Drop the snapshots a killed execution left beyond the resume epoch (see
+    ``clickstream.recovery_store``). Needs every partition of the store here:
+    true for the default single-partition store (pod 0 holds it); with
+    partitions spread over pods it is skipped with a warning."""
+    from clickstream.recovery_store import IncompleteStore, prune_uncommitted_snapshots
+
+    try:
+        epoch, deleted = prune_uncommitted_snapshots(directory)
+    except IncompleteStore as exc:
+        log(f"recovery: warning: uncommitted snapshots not pruned: {exc}")
+        return
+    log(f"recovery: resuming at epoch {epoch}; pruned {deleted} uncommitted snapshot(s)")
+
+
 def init_recovery(plan: Plan, python: str = sys.executable) -> bool:
     """Create this process's recovery partitions on first start.
 
@@ -338,6 +353,7 @@ def init_recovery(plan: Plan, python: str = sys.executable) -> bool:
     if present:
         count = store_partition_count(directory, present[0])
         log(f"recovery: resuming from {directory} (partitions {present} of {count or '?'} here)")
+        prune_uncommitted(directory)
         if count is not None and count != plan.recovery_partitions:
             log(
                 f"recovery: note: the store has {count} partitions; RECOVERY_PARTITIONS="

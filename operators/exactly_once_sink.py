@@ -189,8 +189,9 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
             self.last_offset = tail_last
         if skip:
             log.info(
-                "%s[%d]: %d record(s) written after the last snapshot will not be written again",
-                self.topic, self.partition, len(skip),
+                "%s[%d]: %d record(s) written after the last snapshot (offsets %d..%d) "
+                "will not be written again",
+                self.topic, self.partition, len(skip), start, tail_last,
             )
 
     def _wait_for_tail(self) -> None:

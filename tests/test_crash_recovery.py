@@ -97,6 +97,21 @@ def lineages(bootstrap: str, topic: str) -> Counter:
     return out
 
 
+def describe_duplicates(bootstrap: str, topic: str, duplicated: dict, log_path: Path) -> str:
+    """Where the copies of a few duplicated records sit, and what the job logged
+    about restarts and read-backs: enough to tell a replay from a broker-side
+    double append."""
+    copies: dict = {}
+    for rec in read_all(bootstrap, topic, timeout_s=60):
+        lineage = dict(rec.headers or [])["lineage"]
+        if lineage in duplicated:
+            copies.setdefault(lineage, []).append((rec.partition, rec.offset))
+    lines = [f"{k.decode()}: {v}" for k, v in sorted(copies.items())[:10]]
+    logged = [line for line in log_path.read_text(errors="replace").splitlines()
+              if "run_job:" in line or "not be written again" in line or "Error" in line]
+    return "\n".join(["copies (partition, offset):", *lines, "job log:", *logged[-60:]])
+
+
 def wait_for(predicate, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -153,7 +168,10 @@ def test_clicks_job_killed_repeatedly_writes_each_click_exactly_once(broker, top
     finally:
         kill(proc, signal.SIGTERM)
     duplicated = {k: n for k, n in joined.items() if n > 1}
-    assert duplicated == {}, f"seed {SEED}: {len(duplicated)} clicks written more than once"
+    assert duplicated == {}, (
+        f"seed {SEED}: {len(duplicated)} clicks written more than once\n"
+        + describe_duplicates(broker.bootstrap_servers, t["joined"], duplicated, log)
+    )
     assert set(joined) == valid, f"seed {SEED}: missing {len(valid - set(joined))}"
     assert dead == Counter({k: 1 for k in bad}), f"seed {SEED}"
     assert "Traceback" not in log.read_text().replace("KeyboardInterrupt", "")

@@ -282,6 +282,29 @@ def test_a_directory_whose_partitions_were_moved_away_is_not_initialised_again(t
     assert sorted(f.name for f in pods[0].glob("part-*")) == ["part-0.sqlite3", "part-1.sqlite3"]
 
 
+def test_a_resumed_store_is_pruned_when_the_pod_holds_all_of_it(tmp_path, capsys):
+    """Uncommitted snapshots (clickstream.recovery_store) are dropped on resume;
+    a pod holding only part of a spread store says why it cannot."""
+    whole, spread = tmp_path / "whole", tmp_path / "pod-1"
+    env = {"HOSTNAME": "clicks-0", "JOB": "clicks", "RECOVERY_DIR": str(whole)}
+    assert launch.init_recovery(plan(env)) is True
+    with sqlite3.connect(whole / "part-0.sqlite3") as db:  # a killed run's epoch-1 snapshot
+        db.execute("INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) VALUES ('s', 'k', 1, NULL)")
+    capsys.readouterr()
+    assert launch.init_recovery(plan(env)) is False
+    assert "recovery: resuming at epoch 1; pruned 1 uncommitted snapshot(s)" in capsys.readouterr().err
+    with sqlite3.connect(whole / "part-0.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM snaps").fetchone() == (0,)
+
+    pod1 = {"HOSTNAME": "clicks-1", "JOB": "clicks", "BYTEWAX_REPLICAS": "2",
+            "RECOVERY_DIR": str(spread), "RECOVERY_PARTITIONS": "2"}  # fmt: skip
+    assert launch.init_recovery(plan(pod1)) is True
+    capsys.readouterr()
+    assert launch.init_recovery(plan(pod1)) is False
+    assert ("recovery: warning: uncommitted snapshots not pruned: "
+            f"{spread} holds 1 of the store's 2 partitions (missing [0])") in capsys.readouterr().err
+
+
 def run_entrypoint(env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     base = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
