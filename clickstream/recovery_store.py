@@ -6,9 +6,9 @@ snapshot *before* ``R``. Snapshots of epochs ``>= R`` were written by an
 execution that was killed before it committed them, and Bytewax never deletes
 them. The next execution re-runs those epochs but only re-snapshots the keys it
 touches; a key it does not touch keeps the dead execution's snapshot, and the
-resume after that loads it, mixing two timelines: a source offset from one run
-with a sink position from another. The crash test caught this as whole ranges
-of clicks written twice.
+resume after that loads it, mixing two timelines (e.g. a source offset from
+one run with a sink position from another). ``tests/test_recovery_store.py``
+shows it with a per-key counter.
 
 :func:`prune_uncommitted_snapshots` removes those rows before a new execution
 starts, so every resume loads committed state only. It needs every partition of

@@ -10,10 +10,14 @@ records a second time. This sink removes the duplicates:
 * the sink has one Bytewax partition per output Kafka partition, so each
   Kafka partition has exactly one writer, which picks the Kafka partition
   itself (``crc32(key) % partitions``, stable across runs);
-* a sink partition snapshots the highest offset it has seen delivered. Bytewax
-  stores that with the epoch's input offsets and state. On resume it reads its
-  Kafka partition from there to the end, collects the lineage ids written after
-  the snapshot, and skips those when the replay produces them again;
+* a sink partition snapshots where the next resume must start reading back:
+  the highest offset it has seen delivered, or, while records written before
+  the last crash have not been produced again yet, the offset of the oldest of
+  them (the snapshot must not move past a record the replay may still
+  produce: a later resume would forget it and write it twice). Bytewax stores
+  that with the epoch's input offsets and state. On resume the partition reads
+  its Kafka partition from there to the end, collects the lineage ids, and
+  skips those when the replay produces them again;
 * writes are sent asynchronously and flushed when Bytewax takes the epoch's
   snapshot (and at close), so everything a snapshot covers is in Kafka. A
   message the broker rejects raises :class:`DeliveryError`: the dataflow
@@ -26,11 +30,12 @@ snapshot) a partition is read from its beginning.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
 import zlib
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
@@ -101,9 +106,10 @@ class OutputLayout:
 
 def read_lineage_tail(
     config: Dict[str, str], topic: str, partition: int, start: int, timeout_s: float = 120.0
-) -> Tuple[Set[bytes], Optional[int]]:
-    """Lineage ids of the records of one partition from ``start`` to its end,
-    and the highest offset seen (None if the tail is empty)."""
+) -> Tuple[Dict[bytes, int], Optional[int]]:
+    """The lineage ids of the records of one partition from ``start`` to its
+    end, each with the offset of its first record, and the highest offset seen
+    (None if the tail is empty)."""
     consumer = Consumer(
         {
             **config,
@@ -114,7 +120,7 @@ def read_lineage_tail(
             "fetch.wait.max.ms": "10",
         }
     )
-    seen: Set[bytes] = set()
+    seen: Dict[bytes, int] = {}
     last: Optional[int] = None
     deadline = time.monotonic() + timeout_s
     ended_at: Optional[float] = None
@@ -139,19 +145,31 @@ def read_lineage_tail(
                 for name, value in msg.headers() or ():
                     if name == LINEAGE_HEADER:
                         lineage = value
-                if lineage is not None:
-                    seen.add(lineage)
+                if lineage is not None and lineage not in seen:
+                    seen[lineage] = last
     finally:
         consumer.close()
     return seen, last
 
 
 class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int]]):
+    #: How long (processing time after a resume) the snapshot stays pinned
+    #: before records written before the restart that the replay has not
+    #: produced again (e.g. a click now resolved to another topic). Longer
+    #: than any delay of the jobs' operators (profile wait, lateness).
+    pin_horizon_s: float = 3600.0
+
     def __init__(self, config: Dict[str, str], topic: str, partition: int, resume: Optional[int]):
         self.topic = topic
         self.partition = partition
         self.last_offset = resume
-        self.skip: Set[bytes] = set()
+        # Lineage ids already in Kafka after the resume point -> their offset;
+        # an entry leaves when the replay produces it (and it is skipped).
+        self.skip: Dict[bytes, int] = {}
+        # (offset, lineage) of `skip`, oldest first; entries already skipped
+        # are dropped lazily at snapshot time.
+        self._pending: List[Tuple[int, bytes]] = []
+        self._resumed_at = time.monotonic()
         # Read the tail back in the background: Bytewax builds the partitions
         # one after another, so their read-backs overlap; the first write waits.
         self._tail_error: Optional[BaseException] = None
@@ -185,6 +203,7 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
             self._tail_error = exc
             return
         self.skip = skip
+        self._pending = sorted((offset, lineage) for lineage, offset in skip.items())
         if tail_last is not None:
             self.last_offset = tail_last
         if skip:
@@ -222,7 +241,7 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
             for msg in messages:
                 lineage = msg.lineage or b""
                 if skip and lineage in skip:
-                    skip.discard(lineage)
+                    del skip[lineage]
                     self.skipped += 1
                     continue
                 original = msg.headers
@@ -264,12 +283,30 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
                 f"first: {failures[0]}"
             )
 
+    def resume_point(self) -> Optional[int]:
+        """Where the next resume must read back from (exclusive): before the
+        oldest record the replay has not produced again, else the last
+        delivered offset."""
+        pending, skip = self._pending, self.skip
+        while pending and pending[0][1] not in skip:
+            heapq.heappop(pending)
+        if pending and time.monotonic() - self._resumed_at > self.pin_horizon_s:
+            log.warning(
+                "%s[%d]: %d record(s) written before the last restart were not produced "
+                "again within %.0f s; the read-back of a later resume no longer covers them",
+                self.topic, self.partition, len(skip), self.pin_horizon_s,
+            )
+            pending.clear()
+        if pending:
+            return pending[0][0] - 1
+        return self.last_offset
+
     def snapshot(self) -> Optional[int]:
         # Everything written in this epoch is delivered before the snapshot
         # that covers it is taken: that is what makes the skip-on-resume exact.
         self._wait_for_tail()
         self._flush()
-        return self.last_offset
+        return self.resume_point()
 
     def close(self) -> None:
         self._wait_for_tail()
