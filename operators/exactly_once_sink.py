@@ -170,9 +170,15 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
         # are dropped lazily at snapshot time.
         self._pending: List[Tuple[int, bytes]] = []
         self._resumed_at = time.monotonic()
-        # Read the tail back in the background: Bytewax builds the partitions
-        # one after another, so their read-backs overlap; the first write waits.
+        # Read the tail back in the background. Until it is done, writes are
+        # buffered and the thread writes them when it finishes: Bytewax builds
+        # a partition on its first write, one after another, so a blocking
+        # first write would serialise every partition's read-back.
+        self._lock = threading.Lock()
+        self._ready = False
+        self._buffer: List[List[List[OutMessage]]] = []
         self._tail_error: Optional[BaseException] = None
+        self._failed = False  # an error was raised: close() must not raise again
         self._tail = threading.Thread(
             target=self._read_tail, args=(config, 0 if resume is None else resume + 1),
             name=f"tail-{topic}-{partition}", daemon=True,
@@ -199,26 +205,49 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
     def _read_tail(self, config: Dict[str, str], start: int) -> None:
         try:
             skip, tail_last = read_lineage_tail(config, self.topic, self.partition, start)
-        except BaseException as exc:  # re-raised by the first write
-            self._tail_error = exc
+        except BaseException as exc:  # re-raised by the next write, snapshot or close
+            self._fail_in_background(exc)
             return
-        self.skip = skip
-        self._pending = sorted((offset, lineage) for lineage, offset in skip.items())
-        if tail_last is not None:
-            self.last_offset = tail_last
         if skip:
             log.info(
                 "%s[%d]: %d record(s) written after the last snapshot (offsets %d..%d) "
                 "will not be written again",
                 self.topic, self.partition, len(skip), start, tail_last,
             )
+        with self._lock:
+            self.skip = skip
+            self._pending = sorted((offset, lineage) for lineage, offset in skip.items())
+            if tail_last is not None:
+                self.last_offset = tail_last
+            buffered, self._buffer = self._buffer, []
+            try:
+                for items in buffered:
+                    self._write(items)
+            except BaseException as exc:
+                self._fail_in_background(exc)
+                return
+            # Only now: a write that waited for the lock goes after the buffer.
+            self._ready = True
+
+    def _fail_in_background(self, exc: BaseException) -> None:
+        # Logged here too: it may surface only in `snapshot`, where Bytewax
+        # does not print the exception it stops on.
+        log.error("%s[%d]: %s: %s", self.topic, self.partition, type(exc).__name__, exc)
+        self._tail_error = exc
 
     def _wait_for_tail(self) -> None:
+        """Block until the read-back (and the writes buffered meanwhile) are
+        done; re-raise (once) what went wrong in it."""
         if self._tail is not None:
             self._tail.join()
             self._tail = None
-            if self._tail_error is not None:
-                raise self._tail_error
+        self._raise_tail_error()
+
+    def _raise_tail_error(self) -> None:
+        error, self._tail_error = self._tail_error, None
+        if error is not None:
+            self._failed = True
+            raise error
 
     def _collect_reports(self) -> None:
         reports = self._reports
@@ -234,7 +263,15 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
         reports.clear()
 
     def write_batch(self, items: List[List[OutMessage]]) -> None:
-        self._wait_for_tail()
+        if not self._ready:
+            with self._lock:
+                self._raise_tail_error()
+                if not self._ready:
+                    self._buffer.append(items)
+                    return
+        self._write(items)
+
+    def _write(self, items: List[List[OutMessage]]) -> None:
         produce = self._producer.produce
         topic, partition, skip = self.topic, self.partition, self.skip
         for messages in items:
@@ -257,6 +294,7 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
                         self._producer.poll(0.1)
                         self._collect_reports()
                     except KafkaException as exc:
+                        self._failed = True
                         raise DeliveryError(
                             f"cannot produce to {topic}[{partition}] (key={msg.key!r}): {exc}"
                         ) from exc
@@ -270,6 +308,7 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
         remaining = self._producer.flush(60)
         self._collect_reports()
         if remaining:
+            self._failed = True
             raise DeliveryError(
                 f"{remaining} message(s) to {self.topic}[{self.partition}] not delivered in 60 s"
             )
@@ -278,6 +317,7 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
     def _raise_failures(self) -> None:
         if self._failures:
             failures, self._failures = self._failures, []
+            self._failed = True
             raise DeliveryError(
                 f"message(s) rejected by the broker ({len(failures)} kind(s) of error); "
                 f"first: {failures[0]}"
@@ -309,6 +349,11 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
         return self.resume_point()
 
     def close(self) -> None:
+        if self._failed:
+            # The flow is already stopping on this partition's error; raising
+            # again from Bytewax's destructor would abort the process.
+            self._producer.flush(5)
+            return
         self._wait_for_tail()
         self._flush()
         if self.written or self.skipped:
