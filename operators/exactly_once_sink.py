@@ -18,6 +18,8 @@ records a second time. This sink removes the duplicates:
   that with the epoch's input offsets and state. On resume the partition reads
   its Kafka partition from there to the end, collects the lineage ids, and
   skips those when the replay produces them again;
+* writes that arrive while the read-back runs are queued and sent by the
+  read-back thread when it is done (so the partitions' read-backs overlap);
 * writes are sent asynchronously and flushed when Bytewax takes the epoch's
   snapshot (and at close), so everything a snapshot covers is in Kafka. A
   message the broker rejects raises :class:`DeliveryError`: the dataflow
