@@ -58,7 +58,7 @@ def main(argv=None) -> int:
 
     from bench.common import consumer_config, partitions_of, read_batches
     from operators.dead_letters import dead_letter_message
-    from operators.event_parsing import parse_click, parse_profile
+    from operators.record_mapping import parse_click, parse_profile
     from operators.join_output import encode_result
     from operators.records import Click, DeadLetter, JoinResult, SourceRecord
 
@@ -117,9 +117,9 @@ def main(argv=None) -> int:
                 continue
             profiles_valid += 1
             seq += 1
-            versions = raw.get(parsed.user_id)
+            versions = raw.get(parsed.key)
             if versions is None:
-                raw[parsed.user_id] = [(parsed.ts_ms, seq, parsed)]
+                raw[parsed.key] = [(parsed.ts_ms, seq, parsed)]
             else:
                 versions.append((parsed.ts_ms, seq, parsed))
         producer.poll(0)
@@ -162,13 +162,13 @@ def main(argv=None) -> int:
                 continue
             clicks_valid += 1
             profile = None
-            entry = lookup(click.user_id)
+            entry = lookup(click.key)
             if entry is not None:
                 i = bisect_right(entry[0], click.ts_ms) - 1
                 if i >= 0 and click.ts_ms - entry[0][i] <= ttl_ms:
                     profile = entry[1][i]
                     matched += 1
-            send(out_topic, encode_result(JoinResult(click, profile)), click.user_id.encode())
+            send(out_topic, encode_result(JoinResult(click, profile)), click.key.encode())
         producer.poll(0)
     clicks_consumer.close()
     remaining = producer.flush(60)

@@ -66,7 +66,8 @@ def main(argv=None) -> int:
 
     from bench.common import consumer_config, partitions_of, read_batches
     from operators.dead_letters import dead_letter_message
-    from operators.event_parsing import format_event_time, parse_click
+    from operators.event_parsing import format_event_time
+    from operators.record_mapping import parse_click
     from operators.records import Click, SourceRecord
 
     started = time.monotonic()
@@ -166,7 +167,7 @@ def main(argv=None) -> int:
             users = counts.get(start)
             if users is None:
                 users = counts[start] = {}
-            users[click.user_id] = users.get(click.user_id, 0) + 1
+            users[click.key] = users.get(click.key, 0) + 1
         for partition, ts_ms in batch_max.items():
             if ts_ms - 1 > partition_wm.get(partition, -(2**62)):
                 partition_wm[partition] = ts_ms - 1

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     from confluent_kafka import Consumer, Producer, TopicPartition
 
     from bench.common import consumer_config, partitions_of, read_batches
-    from operators.event_parsing import parse_click, parse_profile
+    from operators.record_mapping import parse_click, parse_profile
     from operators.join_output import encode_result
     from operators.records import Click, JoinResult, ProfileVersion, SourceRecord
 
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
                                   msg.timestamp()[1], msg.headers())
             version = parse_profile(record, args.profiles_topic, int(time.time() * 1000))
             if type(version) is ProfileVersion:
-                times, kept = table.setdefault(version.user_id, ([], []))
+                times, kept = table.setdefault(version.key, ([], []))
                 i = bisect_right(times, version.ts_ms)
                 times.insert(i, version.ts_ms)
                 kept.insert(i, version)
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
                 bad += 1
                 continue
             profile = None
-            entry = lookup(click.user_id)
+            entry = lookup(click.key)
             if entry is not None:
                 i = bisect_right(entry[0], click.ts_ms) - 1
                 if i >= 0 and click.ts_ms - entry[0][i] <= ttl_ms:
@@ -117,7 +117,7 @@ def main(argv=None) -> int:
             value = encode_result(JoinResult(click, profile))
             while True:
                 try:
-                    producer.produce(out_topic, value, click.user_id.encode())
+                    producer.produce(out_topic, value, click.key.encode())
                     break
                 except BufferError:
                     producer.poll(0.01)

@@ -1,6 +1,6 @@
 """Typed configuration from environment variables, validated at start-up.
 
-Two parts:
+Three parts:
 
 * :class:`KafkaConnection`: how to reach Kafka. ``KAFKA_BOOTSTRAP_SERVERS``
   plus *any* librdkafka property, given as ``KAFKA_<PROPERTY>`` with dots
@@ -9,7 +9,12 @@ Two parts:
   ``repr``, logs or error messages; :meth:`KafkaConnection.to_librdkafka`
   gives the plain dict for confluent-kafka, and
   :meth:`KafkaConnection.from_librdkafka` turns such a dict back.
-* :class:`ClicksSettings`: the clicks enrichment job's own settings.
+* the jobs' settings: :class:`CommonSettings` (every job: topics, the clicks
+  record mapping, lateness, shards...) and one subclass per job;
+* the record mapping (``CLICKS_KEY``, ``CLICKS_TIME``... see the README's
+  "Your own topics"), turned into :class:`operators.record_mapping.RecordMapping`
+  objects by :meth:`CommonSettings.clicks_mapping` and
+  :meth:`ClicksSettings.profiles_mapping`.
 
 A bad value raises :class:`ConfigError` with one line per bad variable, named
 as the user wrote it, and without echoing secret values.
@@ -18,8 +23,9 @@ as the user wrote it, and without echoing secret values.
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from pydantic import (
     BaseModel,
@@ -29,7 +35,10 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from operators.event_parsing import DEFAULT_EVENT_TIME_MIN_MS, TIME_FORMATS, parse_iso, Reject
+from operators.record_mapping import MESSAGE_KEY, MESSAGE_TIMESTAMP, RecordMapping, split_path
 
 #: Environment variables with the KAFKA_ prefix that are ours, not librdkafka's.
 NON_LIBRDKAFKA_KAFKA_VARS = frozenset({"KAFKA_TAIL"})
@@ -68,11 +77,6 @@ class ConfigError(SystemExit):
 def is_secret_property(name: str) -> bool:
     """Whether a librdkafka property holds a secret that must never be logged."""
     return name not in NOT_SECRET and any(m in name for m in SECRET_MARKERS)
-
-
-def env_name_for_property(prop: str) -> str:
-    """``sasl.username`` -> ``KAFKA_SASL_USERNAME``."""
-    return "KAFKA_" + prop.replace(".", "_").upper()
 
 
 class KafkaConnection(BaseModel):
@@ -157,12 +161,83 @@ class JoinStrategy(str, Enum):
     RUNNING = "running"
 
 
+TimeFormat = Enum("TimeFormat", {f.upper(): f for f in TIME_FORMATS}, type=str)  # type: ignore[misc]
+
+
+class TimeFallback(str, Enum):
+    """What to do when a record has no time field."""
+
+    #: Use the Kafka message timestamp.
+    TIMESTAMP = "timestamp"
+    #: Dead-letter the record (``invalid_time``).
+    NONE = "none"
+
+
+class IsoWithoutOffset(str, Enum):
+    """ISO-8601 times without a UTC offset."""
+
+    REJECT = "reject"
+    UTC = "utc"
+
+
+class OutputShape(str, Enum):
+    """The join output record."""
+
+    #: ``{"user_id", "click": {...}, "profile": {...}, ...}``.
+    NESTED = "nested"
+    #: The click's fields, the profile's fields prefixed, lineage under ``_join``.
+    FLAT = "flat"
+
+
+class FlatCollision(str, Enum):
+    """Flat output: a prefixed profile field (or ``_join``) named like a click field."""
+
+    KEEP_CLICK = "keep_click"
+    KEEP_PROFILE = "keep_profile"
+    DEAD_LETTER = "dead_letter"
+
+
+def _key_path(value: str) -> str:
+    value = value.strip()
+    if value == MESSAGE_TIMESTAMP:
+        raise ValueError("@timestamp is a time, not a key (use a field path or @key)")
+    if value != MESSAGE_KEY:
+        if value.startswith("@"):
+            raise ValueError(f"{value!r}: the only message part a key can be is @key")
+        split_path(value)
+    return value
+
+
+def _time_path(value: str) -> str:
+    value = value.strip()
+    if value == MESSAGE_KEY:
+        raise ValueError("@key is a key, not a time (use a field path or @timestamp)")
+    if value != MESSAGE_TIMESTAMP:
+        if value.startswith("@"):
+            raise ValueError(f"{value!r}: the only message part a time can be is @timestamp")
+        split_path(value)
+    return value
+
+
 class CommonSettings(BaseSettings):
     """Settings every job in the package shares (same variable names everywhere)."""
 
     model_config = SettingsConfigDict(
         case_sensitive=True, extra="ignore", frozen=True, populate_by_name=False
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> Tuple[PydanticBaseSettingsSource, ...]:
+        """Only what :func:`load_settings` passes: a mapping given to it is the
+        whole environment, whatever the process's own environment holds."""
+        return (init_settings,)
 
     clicks_topic: str = Field("user_clicks", alias="CLICKS_TOPIC", min_length=1)
     dlq_topic: str = Field("dead_letters", alias="DLQ_TOPIC", min_length=1)
@@ -199,6 +274,64 @@ class CommonSettings(BaseSettings):
         description="shards of keyed state (the unit of parallelism of the join "
         "and window state); fixed for the life of a recovery store",
     )
+    clicks_key: str = Field("user_id", alias="CLICKS_KEY")
+    clicks_time: str = Field("ts", alias="CLICKS_TIME")
+    clicks_time_fallback: TimeFallback = Field(TimeFallback.TIMESTAMP, alias="CLICKS_TIME_FALLBACK")
+    clicks_time_format: TimeFormat = Field("auto", alias="CLICKS_TIME_FORMAT")  # type: ignore[valid-type]
+    iso_without_offset: IsoWithoutOffset = Field(IsoWithoutOffset.REJECT, alias="ISO_WITHOUT_OFFSET")
+    event_time_min_ms: int = Field(
+        DEFAULT_EVENT_TIME_MIN_MS, alias="EVENT_TIME_MIN",
+        description="the earliest plausible event time (ISO-8601 with offset, or epoch ms)",
+    )
+
+    _key_paths = field_validator("clicks_key", mode="before")(_key_path)
+    _time_paths = field_validator("clicks_time", mode="before")(_time_path)
+
+    @field_validator("event_time_min_ms", mode="before")
+    @classmethod
+    def _event_time_min(cls, value: Any) -> int:
+        if isinstance(value, str) and not value.strip().lstrip("-").isdigit():
+            try:
+                ms = parse_iso(value.strip(), "EVENT_TIME_MIN")
+            except Reject as rej:
+                raise ValueError(f"must be an ISO-8601 time with an offset or epoch ms: {rej.detail}") from None
+        else:
+            ms = int(value)
+        if ms < 0:
+            raise ValueError("must not be before 1970-01-01T00:00:00Z")
+        if ms > datetime.now(timezone.utc).timestamp() * 1000:
+            raise ValueError("is in the future: every event would be refused")
+        return ms
+
+    def _mapping(self, role: str, keep: Optional[Tuple[str, ...]] = None) -> RecordMapping:
+        return RecordMapping(
+            role,
+            getattr(self, f"{role}_key"),
+            getattr(self, f"{role}_time"),
+            getattr(self, f"{role}_time_fallback").value,
+            getattr(self, f"{role}_time_format").value,
+            self.iso_without_offset.value,
+            self.event_time_min_ms,
+            keep,
+        )
+
+    def clicks_mapping(self) -> RecordMapping:
+        """Where clicks keep their key and event time."""
+        return self._mapping("clicks")
+
+    def problems(self) -> List[str]:
+        """Settings that are valid alone but contradict each other, one line each."""
+        out = []
+        for role in ("clicks", "profiles"):
+            if getattr(self, f"{role}_time", None) != MESSAGE_TIMESTAMP:
+                continue
+            fmt = getattr(self, f"{role}_time_format").value
+            if fmt not in ("auto", "epoch_ms"):
+                out.append(
+                    f"{role.upper()}_TIME_FORMAT: {fmt} contradicts {role.upper()}_TIME=@timestamp "
+                    "(the Kafka message timestamp is always epoch milliseconds)"
+                )
+        return out
 
 
 class ClicksSettings(CommonSettings):
@@ -229,6 +362,46 @@ class ClicksSettings(CommonSettings):
         1800.0, alias="WINDOW_SECONDS", gt=0,
         description="window length of the window join strategy",
     )
+    profiles_key: str = Field("user_id", alias="PROFILES_KEY")
+    profiles_time: str = Field("updated_at", alias="PROFILES_TIME")
+    profiles_time_fallback: TimeFallback = Field(
+        TimeFallback.TIMESTAMP, alias="PROFILES_TIME_FALLBACK"
+    )
+    profiles_time_format: TimeFormat = Field("auto", alias="PROFILES_TIME_FORMAT")  # type: ignore[valid-type]
+    output_shape: OutputShape = Field(OutputShape.NESTED, alias="OUTPUT_SHAPE")
+    flat_profile_prefix: str = Field("profile_", alias="FLAT_PROFILE_PREFIX")
+    flat_collision: FlatCollision = Field(FlatCollision.KEEP_CLICK, alias="FLAT_COLLISION")
+    profile_fields: Optional[Tuple[str, ...]] = Field(None, alias="PROFILE_FIELDS")
+
+    _profile_key_paths = field_validator("profiles_key", mode="before")(_key_path)
+    _profile_time_paths = field_validator("profiles_time", mode="before")(_time_path)
+
+    @field_validator("profile_fields", mode="before")
+    @classmethod
+    def _field_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            fields = tuple(f.strip() for f in value.split(","))
+            if not any(fields):
+                raise ValueError("lists no field (unset it to keep every field)")
+            if not all(fields):
+                raise ValueError("has an empty field name")
+            return fields
+        return value
+
+    def profiles_mapping(self) -> RecordMapping:
+        """Where profiles keep their key and event time (and which fields are kept)."""
+        return self._mapping("profiles", self.profile_fields)
+
+    def problems(self) -> List[str]:
+        out = super().problems()
+        if self.output_shape != OutputShape.FLAT:
+            for name, var in (
+                ("flat_profile_prefix", "FLAT_PROFILE_PREFIX"),
+                ("flat_collision", "FLAT_COLLISION"),
+            ):
+                if name in self.model_fields_set:
+                    out.append(f"{var}: only applies with OUTPUT_SHAPE=flat (OUTPUT_SHAPE is nested)")
+        return out
 
 
 class WindowedSettings(CommonSettings):
@@ -271,7 +444,8 @@ def _describe(error: Dict[str, Any], fields: Dict[str, Any]) -> str:
         got = ""
     else:
         got = f" (got {str(shown)!r})"
-    return f"{env_name}: {error.get('msg', 'invalid')}{got}"
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{env_name}: {message}{got}"
 
 
 def load_settings(cls: type[CommonSettings], environ: Optional[Mapping[str, str]] = None):
@@ -290,6 +464,8 @@ def load_settings(cls: type[CommonSettings], environ: Optional[Mapping[str, str]
         settings = cls.model_validate({k: v for k, v in env.items() if k in known})
     except ValidationError as exc:
         problems += [_describe(e, cls.model_fields) for e in exc.errors()]
+    else:
+        problems += settings.problems()
     try:
         kafka = KafkaConnection.from_env(env)
     except ValidationError as exc:

@@ -31,13 +31,13 @@ from operators.records import OutMessage
 
 def alert_message(alert: RateAlert, topic: str) -> OutMessage:
     value = {
-        "user_id": alert.user_id,
+        "user_id": alert.key,
         "window_start": format_event_time(alert.window_start_ms),
         "window_end": format_event_time(alert.window_end_ms),
         "clicks": alert.clicks,
     }
-    lineage = f"alert:{alert.user_id}:{alert.window_start_ms}".encode()
-    return OutMessage(topic, alert.user_id.encode(), orjson.dumps(value), None, lineage)
+    lineage = f"alert:{alert.key}:{alert.window_start_ms}".encode()
+    return OutMessage(topic, alert.key.encode(), orjson.dumps(value), None, lineage)
 
 
 def check_windows(settings: AlertsSettings) -> None:

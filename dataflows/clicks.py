@@ -1,4 +1,5 @@
-"""The clicks enrichment job: ``user_clicks`` joined with ``user_profiles`` by ``user_id``.
+"""The clicks enrichment job: ``user_clicks`` joined with ``user_profiles`` by the
+mapped key (``CLICKS_KEY`` / ``PROFILES_KEY``, default ``user_id``).
 
 Run it with ``python -m bytewax.run dataflows.clicks`` (add ``-w N`` for
 threads, ``-i/-a`` for processes). Configuration comes from environment
@@ -21,11 +22,16 @@ from typing import List
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
-from clickstream.settings import ClicksSettings, JoinMode, JoinStrategy, KafkaConnection
+from clickstream.settings import (
+    ClicksSettings,
+    JoinMode,
+    JoinStrategy,
+    KafkaConnection,
+    OutputShape,
+)
 from dataflows.common import clicks_input, kafka_input, lazy_flow, settings_from_env, write_outputs
 from operators.asof_join import asof_join
-from operators.event_parsing import parse_profile
-from operators.join_output import encode_results
+from operators.join_output import FlatShape, encode_results
 from operators.records import DecodedBatch, JoinResult
 
 log = logging.getLogger("dataflows.clicks")
@@ -81,15 +87,23 @@ def build_flow(settings: ClicksSettings, kafka: KafkaConnection) -> Dataflow:
     flow = Dataflow("clicks")
     clicks = clicks_input(flow, settings, config)
     profiles = kafka_input(
-        flow, "profiles", settings.profiles_topic, parse_profile, settings, config,
+        flow, "profiles", settings.profiles_topic, settings.profiles_mapping(), settings, config,
         heartbeat=LIVE_PROFILES_PROGRESS,
     )
 
     results = _join(settings, clicks.oks, profiles.oks)
     unmatched_topic = settings.unmatched_topic if settings.join_mode == JoinMode.INNER else None
     joined_topic = settings.joined_topic
+    dlq_topic = settings.dlq_topic
+    flat = (
+        FlatShape(settings.flat_profile_prefix, settings.flat_collision.value)
+        if settings.output_shape == OutputShape.FLAT
+        else None
+    )
     encoded = op.map(
-        "encode", results, lambda rs: encode_results(rs, joined_topic, unmatched_topic)
+        "encode",
+        results,
+        lambda rs: encode_results(rs, joined_topic, unmatched_topic, flat, dlq_topic),
     )
     topics = [joined_topic] + ([unmatched_topic] if unmatched_topic else [])
     write_outputs(
@@ -102,7 +116,11 @@ def flow_from_env() -> Dataflow:
     """Build the dataflow from environment variables; exits with a clear message if bad."""
     settings, kafka = settings_from_env(ClicksSettings, "clicks")
     log.info(
-        "strategy=%s mode=%s", settings.join_strategy.value, settings.join_mode.value
+        "strategy=%s mode=%s output=%s profiles=%s",
+        settings.join_strategy.value,
+        settings.join_mode.value,
+        settings.output_shape.value,
+        settings.profiles_mapping(),
     )
     return build_flow(settings, kafka)
 

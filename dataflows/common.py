@@ -13,8 +13,9 @@ from bytewax.dataflow import Dataflow, Stream
 
 from clickstream.settings import CommonSettings, ConfigError, KafkaConnection, load_settings
 from operators.dead_letters import dead_letter_messages
-from operators.decode import DecodeOut, Parser, decode
-from operators.event_parsing import format_event_time, parse_click
+from operators.decode import DecodeOut, decode
+from operators.event_parsing import format_event_time
+from operators.record_mapping import RecordMapping
 from operators.exactly_once_sink import kafka_output
 from operators.metrics import LATE, RESULTS, serve_metrics, start_progress_log
 from operators.kafka_source import KafkaBatchSource
@@ -29,7 +30,8 @@ def settings_from_env(cls: type, job: str) -> Tuple[CommonSettings, KafkaConnect
     settings, kafka = load_settings(cls)
     check_kafka_config(kafka)
     logging.getLogger(f"dataflows.{job}").info(
-        "%s job: tail=%s kafka=%s", job, settings.kafka_tail, kafka.redacted()
+        "%s job: tail=%s kafka=%s clicks=%s", job, settings.kafka_tail, kafka.redacted(),
+        settings.clicks_mapping(),
     )
     tune_gc()
     serve_metrics(settings.metrics_port)
@@ -78,12 +80,12 @@ def kafka_input(
     flow: Dataflow,
     step_id: str,
     topic: str,
-    parse: Parser,
+    mapping: RecordMapping,
     settings: CommonSettings,
     config: Dict[str, str],
     heartbeat: timedelta = timedelta(milliseconds=100),
 ) -> DecodeOut:
-    """Read ``topic`` as position-reporting batches and decode them with ``parse``.
+    """Read ``topic`` as position-reporting batches and decode them with ``mapping``.
 
     ``heartbeat``: how often a caught-up, idle partition reports its position.
     """
@@ -97,13 +99,15 @@ def kafka_input(
     return decode(
         f"decode_{step_id}",
         op.input(f"{step_id}_in", flow, source),
-        parse,
+        mapping,
         settings.max_record_bytes,
     )
 
 
 def clicks_input(flow: Dataflow, settings: CommonSettings, config: Dict[str, str]) -> DecodeOut:
-    return kafka_input(flow, "clicks", settings.clicks_topic, parse_click, settings, config)
+    return kafka_input(
+        flow, "clicks", settings.clicks_topic, settings.clicks_mapping(), settings, config
+    )
 
 
 def late_click_message(late: LateClick, topic: str) -> OutMessage:
@@ -119,7 +123,7 @@ def late_click_message(late: LateClick, topic: str) -> OutMessage:
         ("late.offset", str(click.offset).encode()),
     ]
     lineage = f"late:{click.topic}/{click.partition}/{click.offset}".encode()
-    return OutMessage(topic, click.key, click.value, headers, lineage)
+    return OutMessage(topic, click.message_key, click.value, headers, lineage)
 
 
 def write_outputs(

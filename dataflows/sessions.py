@@ -29,13 +29,13 @@ from operators.user_sessions import Session, user_sessions
 
 def session_message(session: Session, topic: str) -> OutMessage:
     value = {
-        "user_id": session.user_id,
+        "user_id": session.key,
         "start": format_event_time(session.start_ms),
         "end": format_event_time(session.end_ms),
         "clicks": session.clicks,
     }
-    lineage = f"session:{session.user_id}:{session.start_ms}".encode()
-    return OutMessage(topic, session.user_id.encode(), orjson.dumps(value), None, lineage)
+    lineage = f"session:{session.key}:{session.start_ms}".encode()
+    return OutMessage(topic, session.key.encode(), orjson.dumps(value), None, lineage)
 
 
 def build_flow(settings: SessionsSettings, kafka: KafkaConnection) -> Dataflow:

@@ -131,7 +131,7 @@ class AsofJoinLogic(op.StatefulBatchLogic):
 
     # -- profiles ---------------------------------------------------------
     def _insert(self, version: ProfileVersion, horizon: int) -> None:
-        user = version.user_id
+        user = version.key
         versions = self.versions.get(user)
         ts = version.ts_ms
         # Every version gets an expiry entry: when it pops, the user's
@@ -154,7 +154,7 @@ class AsofJoinLogic(op.StatefulBatchLogic):
 
     # -- clicks -----------------------------------------------------------
     def _resolve(self, click: Click) -> JoinResult:
-        versions = self.versions.get(click.user_id)
+        versions = self.versions.get(click.key)
         if versions:
             ts = click.ts_ms
             for version in reversed(versions):

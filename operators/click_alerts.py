@@ -44,7 +44,7 @@ from operators.records import BEGINNING_OF_TIME_MS, Click, DecodedBatch, LateCli
 class RateAlert(NamedTuple):
     """A user clicked more than the threshold in one window (epoch ms, end exclusive)."""
 
-    user_id: str
+    key: str
     window_start_ms: int
     window_end_ms: int
     clicks: int
@@ -97,7 +97,7 @@ class RateCountLogic(EventTimeShardLogic):
             # Count it only in the windows still open: those ending after `closed`.
             first_end = closed - closed % slide + slide
         counts = self.counts
-        user = click.user_id
+        user = click.key
         for end in range(first_end, last_end + 1, slide):
             users = counts.get(end)
             if users is None:

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Tuple, Union
+from typing import List, Tuple
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
-from operators.event_parsing import TOO_LARGE, parse_click, parse_profile
+from operators.event_parsing import TOO_LARGE
 from operators.metrics import DEAD_LETTERED, RECORDS_IN
-from operators.records import DeadLetter, Decoded, DecodedBatch, SourceBatch, SourceRecord
-
-#: A parser: (record, topic, processing time in epoch ms) -> valid record or DeadLetter.
-Parser = Callable[[SourceRecord, str, int], Union[Decoded, DeadLetter]]
-
-
-STAGE_BY_PARSER = {parse_click: "decode_click", parse_profile: "decode_profile"}
+from operators.record_mapping import Parser, RecordMapping, make_parser
+from operators.records import DeadLetter, Decoded, DecodedBatch, SourceBatch
 
 
 @dataclass(frozen=True)
@@ -32,7 +27,10 @@ DEFAULT_MAX_RECORD_BYTES = 1_000_000
 
 
 def decode_batch(
-    batch: SourceBatch, parse: Parser, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    batch: SourceBatch,
+    parse: Parser,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    stage: str = "decode",
 ) -> Tuple[DecodedBatch, List[DeadLetter]]:
     """Parse every record of a batch; nothing is dropped: each is ok or dead."""
     oks: List[Decoded] = []
@@ -49,7 +47,7 @@ def decode_batch(
                 DeadLetter(
                     record, topic, TOO_LARGE,
                     f"value is {len(value)} bytes, over the {max_record_bytes}-byte limit",
-                    STAGE_BY_PARSER.get(parse, "decode"),
+                    stage,
                 )
             )
             continue
@@ -78,16 +76,18 @@ def decode_batch(
 def decode(
     step_id: str,
     up: Stream[SourceBatch],
-    parse: Parser,
+    mapping: RecordMapping,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
 ) -> DecodeOut:
-    """Validate each record of each batch with ``parse``.
+    """Validate each record of each batch with the parser of ``mapping``.
 
     Every batch comes out on ``oks`` (even when all its records were bad, so
     the source's position still reaches downstream); each non-empty list of
     rejected records comes out on ``errs``.
     """
-    both = op.map("parse", up, lambda batch: decode_batch(batch, parse, max_record_bytes))
+    parse = make_parser(mapping)
+    stage = mapping.stage
+    both = op.map("parse", up, lambda batch: decode_batch(batch, parse, max_record_bytes, stage))
     oks = op.map("oks", both, lambda pair: pair[0])
     errs = op.filter_map("errs", both, lambda pair: pair[1] or None)
     return DecodeOut(oks, errs)

@@ -1,40 +1,38 @@
-"""Validation of click and profile records: user id and event time rules.
+"""Event-time values: the formats a record's time may be declared in, the
+plausibility rules, and the dead-letter reasons of decoding.
 
-Each parser takes one :class:`SourceRecord` and returns either the valid
-record type or a :class:`DeadLetter` that names the reason. Parsers never
-raise on data: whatever the bytes are, the record is accounted for.
+A time value is turned into epoch milliseconds by its declared format
+(``*_TIME_FORMAT``):
 
-Rules (the package's record contract):
+=============  ==============================================================
+``auto``       an integer is epoch milliseconds, a string is ISO-8601
+``epoch_ms``   an integer of epoch milliseconds
+``epoch_s``    an integer or fractional number of epoch seconds, rounded to
+               the nearest millisecond
+``epoch_us``   an integer of epoch microseconds (floored to the millisecond)
+``epoch_ns``   an integer of epoch nanoseconds (floored to the millisecond)
+``iso8601``    an ISO-8601 string with a UTC offset (or ``Z``); without an
+               offset it is refused, or read as UTC with
+               ``ISO_WITHOUT_OFFSET=utc``
+=============  ==============================================================
 
-* the value must be UTF-8 JSON whose top level is an object;
-* ``user_id`` must be a non-empty string or an integer (not a bool, float or
-  anything else); integers are normalised to their decimal string;
-* event time comes from ``ts`` (clicks) or ``updated_at`` (profiles): an
-  integer of epoch milliseconds or an ISO-8601 string with a UTC offset. When
-  the field is absent the Kafka message timestamp is used. A present but
-  unusable value is an error, never silently replaced;
-* event times must lie between 1970-01-01 and 24 h after the processing
-  time: a far-future time would drag watermarks forward and expire state.
+Each explicit format accepts only its own form. An event time is plausible
+from ``EVENT_TIME_MIN`` (default 10^12 ms, 2001-09-09) up to 24 h after the
+processing time; outside, the record is dead-lettered with ``invalid_time``
+and, when the number would be plausible in another unit, a detail that names
+it (``looks like epoch seconds: set CLICKS_TIME_FORMAT=epoch_s``): a wrong
+unit is refused, never silently mis-windowed.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Optional, Tuple, Union
-
-import orjson
-
-from operators.records import (
-    Click,
-    DeadLetter,
-    ProfileVersion,
-    SourceRecord,
-    new_click,
-    new_profile_version,
-)
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Dict, Optional
 
 #: How far ahead of the processing wall clock an event time may be.
 MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000
+#: Default earliest plausible event time: 10^12 ms = 2001-09-09T01:46:40Z.
+DEFAULT_EVENT_TIME_MIN_MS = 10**12
 
 INVALID_JSON = "invalid_json"
 NOT_AN_OBJECT = "not_an_object"
@@ -43,6 +41,8 @@ INVALID_USER_ID = "invalid_user_id"
 INVALID_TIME = "invalid_time"
 EMPTY_VALUE = "empty_value"
 TOO_LARGE = "too_large"
+#: Flat join output only: a profile field's output name equals a click field.
+FIELD_COLLISION = "field_collision"
 
 #: Every reason a record can be dead-lettered for at decoding.
 DECODE_REASONS = (
@@ -55,106 +55,142 @@ DECODE_REASONS = (
     TOO_LARGE,
 )
 
+TIME_FORMATS = ("auto", "epoch_ms", "epoch_s", "epoch_us", "epoch_ns", "iso8601")
+#: Units a plain number may be in, with their factor to milliseconds.
+_UNITS = (
+    ("epoch_s", "epoch seconds", 1000.0),
+    ("epoch_ms", "epoch milliseconds", 1.0),
+    ("epoch_us", "epoch microseconds", 1e-3),
+    ("epoch_ns", "epoch nanoseconds", 1e-6),
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_MS = timedelta(milliseconds=1)
 
-class _Reject(Exception):
+
+class Reject(Exception):
+    """A record is unusable: ``reason`` (a DLQ reason code) and a readable detail."""
+
     def __init__(self, reason: str, detail: str):
         self.reason = reason
         self.detail = detail
 
 
-def parse_event_time(value: Any, field: str) -> int:
-    """Epoch ms from an int (epoch ms) or an ISO-8601 string with an offset."""
-    if type(value) is int:
-        return value
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise _Reject(INVALID_TIME, f"{field} {value[:64]!r} is not ISO-8601") from None
-        if parsed.tzinfo is None or parsed.utcoffset() is None:
-            raise _Reject(INVALID_TIME, f"{field} {value[:64]!r} has no UTC offset")
-        try:
-            return int(parsed.timestamp() * 1000)
-        except (OverflowError, ValueError, OSError):
-            raise _Reject(INVALID_TIME, f"{field} {value[:64]!r} is out of range") from None
-    raise _Reject(
-        INVALID_TIME,
-        f"{field} must be epoch milliseconds (integer) or an ISO-8601 string, "
-        f"got {type(value).__name__}",
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) is int or type(value) is float
+
+
+def parse_iso(value: str, field: str, assume_utc: bool = False) -> int:
+    """Epoch ms of an ISO-8601 string; one without an offset is refused unless
+    ``assume_utc``."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise Reject(INVALID_TIME, f"{field} {value[:64]!r} is not ISO-8601") from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        if not assume_utc:
+            raise Reject(
+                INVALID_TIME,
+                f"{field} {value[:64]!r} has no UTC offset "
+                "(set ISO_WITHOUT_OFFSET=utc to read it as UTC)",
+            )
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    try:
+        return (parsed - _EPOCH) // _ONE_MS
+    except OverflowError:
+        raise Reject(INVALID_TIME, f"{field} {value[:64]!r} is out of range") from None
+
+
+def _wrong_form(field: str, fmt: str, expected: str, value: Any) -> Reject:
+    return Reject(
+        INVALID_TIME, f"{field} must be {expected} ({fmt}), got {type(value).__name__}"
     )
 
 
-def _decode(record: SourceRecord, time_field: str, now_ms: int) -> Tuple[str, int, dict]:
-    value = record.value
-    if not value:
-        raise _Reject(EMPTY_VALUE, "record has no value")
-    try:
-        obj = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise _Reject(INVALID_JSON, str(exc)[:200]) from None
-    if type(obj) is not dict:
-        raise _Reject(NOT_AN_OBJECT, f"top-level JSON is {type(obj).__name__}, not an object")
-    if "user_id" not in obj:
-        raise _Reject(MISSING_USER_ID, "no user_id field")
-    uid = obj["user_id"]
-    if type(uid) is str:
-        if not uid:
-            raise _Reject(INVALID_USER_ID, "user_id is an empty string")
-        user_id = uid
-    elif type(uid) is int:
-        user_id = str(uid)
-    else:
-        raise _Reject(
-            INVALID_USER_ID, f"user_id must be a string or an integer, got {type(uid).__name__}"
+def time_converter(fmt: str, assume_utc: bool = False) -> Callable[[Any, str], int]:
+    """``(value, field name) -> epoch ms`` for a declared format; raises :class:`Reject`."""
+
+    def auto(value: Any, field: str) -> int:
+        if type(value) is int:
+            return value
+        if type(value) is str:
+            return parse_iso(value, field, assume_utc)
+        raise Reject(
+            INVALID_TIME,
+            f"{field} must be epoch milliseconds (integer) or an ISO-8601 string, "
+            f"got {type(value).__name__}",
         )
-    raw_time = obj.get(time_field)
-    if raw_time is None:
-        if time_field in obj:
-            raise _Reject(INVALID_TIME, f"{time_field} is null")
-        if record.timestamp_ms is None:
-            raise _Reject(INVALID_TIME, f"no {time_field} field and no Kafka message timestamp")
-        ts_ms = record.timestamp_ms
-    else:
-        ts_ms = parse_event_time(raw_time, time_field)
-    if ts_ms < 0:
-        raise _Reject(INVALID_TIME, f"event time {ts_ms} ms is before 1970")
-    if ts_ms > now_ms + MAX_FUTURE_SKEW_MS:
-        raise _Reject(
-            INVALID_TIME, f"event time {ts_ms} ms is more than 24 h after processing time {now_ms}"
-        )
-    return user_id, ts_ms, obj
+
+    def epoch_ms(value: Any, field: str) -> int:
+        if type(value) is int:
+            return value
+        raise _wrong_form(field, "epoch_ms", "an integer of epoch milliseconds", value)
+
+    def epoch_s(value: Any, field: str) -> int:
+        if _is_number(value):
+            return round(value * 1000)
+        raise _wrong_form(field, "epoch_s", "a number of epoch seconds", value)
+
+    def epoch_us(value: Any, field: str) -> int:
+        if type(value) is int:
+            return value // 1000
+        raise _wrong_form(field, "epoch_us", "an integer of epoch microseconds", value)
+
+    def epoch_ns(value: Any, field: str) -> int:
+        if type(value) is int:
+            return value // 1_000_000
+        raise _wrong_form(field, "epoch_ns", "an integer of epoch nanoseconds", value)
+
+    def iso8601(value: Any, field: str) -> int:
+        if type(value) is str:
+            return parse_iso(value, field, assume_utc)
+        raise _wrong_form(field, "iso8601", "an ISO-8601 string", value)
+
+    converters: Dict[str, Callable[[Any, str], int]] = {
+        "auto": auto,
+        "epoch_ms": epoch_ms,
+        "epoch_s": epoch_s,
+        "epoch_us": epoch_us,
+        "epoch_ns": epoch_ns,
+        "iso8601": iso8601,
+    }
+    return converters[fmt]
 
 
-def parse_click(
-    record: SourceRecord, topic: str, now_ms: int
-) -> Union[Click, DeadLetter]:
-    """A click (``user_id``, optional ``ts``) or the reason it is unusable."""
-    try:
-        user_id, ts_ms, _ = _decode(record, "ts", now_ms)
-    except _Reject as rej:
-        return DeadLetter(record, topic, rej.reason, rej.detail, "decode_click")
-    return new_click((user_id, ts_ms, record.value, topic, record.partition, record.offset, record.key))
-
-
-def parse_profile(
-    record: SourceRecord, topic: str, now_ms: int
-) -> Union[ProfileVersion, DeadLetter]:
-    """A profile version (``user_id``, optional ``updated_at``) or why not."""
-    try:
-        user_id, ts_ms, _ = _decode(record, "updated_at", now_ms)
-    except _Reject as rej:
-        return DeadLetter(record, topic, rej.reason, rej.detail, "decode_profile")
-    return new_profile_version((user_id, ts_ms, record.value, record.partition, record.offset))
-
-
-def event_time_or_none(value: Any) -> Optional[int]:
-    """Epoch ms of an event-time field value, or None if unusable (for tools)."""
-    try:
-        return parse_event_time(value, "time")
-    except _Reject:
+def unit_hint(raw: Any, fmt: str, min_ms: int, now_ms: int, format_var: str) -> Optional[str]:
+    """When ``raw`` is a number that is implausible in ``fmt`` but plausible in
+    another unit: ``looks like epoch seconds: set CLICKS_TIME_FORMAT=epoch_s``."""
+    if not _is_number(raw):
         return None
+    declared = "epoch_ms" if fmt == "auto" else fmt
+    latest = now_ms + MAX_FUTURE_SKEW_MS
+    for unit, name, factor in _UNITS:
+        if unit != declared and min_ms <= raw * factor <= latest:
+            return f"looks like {name}: set {format_var}={unit}"
+    return None
+
+
+def check_plausible(ts_ms: int, min_ms: int, now_ms: int, what: str) -> None:
+    """Refuse an event time before ``min_ms`` or more than 24 h after ``now_ms``."""
+    if ts_ms < min_ms:
+        raise Reject(
+            INVALID_TIME,
+            f"{what} {ts_ms} ms ({format_event_time(ts_ms)}) is before EVENT_TIME_MIN "
+            f"{format_event_time(min_ms)}",
+        )
+    if ts_ms > now_ms + MAX_FUTURE_SKEW_MS:
+        raise Reject(
+            INVALID_TIME,
+            f"{what} {ts_ms} ms is more than 24 h after processing time {now_ms}",
+        )
 
 
 def format_event_time(ts_ms: int) -> str:
     """Epoch ms as ISO-8601 UTC with milliseconds, e.g. ``2026-01-01T00:30:00.000+00:00``."""
-    return datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+    try:
+        return (_EPOCH + ts_ms * _ONE_MS).isoformat(timespec="milliseconds")
+    except OverflowError:
+        return "out of range"

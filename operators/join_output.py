@@ -1,31 +1,61 @@
 """Encoding of join results into output messages (joined and unmatched topics).
 
-The output value embeds the click's and the profile's original JSON bytes
-unchanged (they were validated as JSON objects when decoded), so nothing is
-re-encoded on the hot path::
+Two shapes (``OUTPUT_SHAPE``). ``nested`` (the default) embeds the click's and
+the profile's original JSON bytes unchanged (they were validated as JSON
+objects when decoded), so nothing is re-encoded on the hot path::
 
     {"user_id": "u1", "click": {...as received...}, "profile": {...} | null,
      "click_ts": <ms>, "profile_ts": <ms> | null,
      "source": {"topic": "user_clicks", "partition": 0, "offset": 17}}
 
-``source`` is the click's lineage: it identifies each output record uniquely.
+``flat`` puts the click's fields at the top level unchanged, then the
+profile's fields with a prefix (``FLAT_PROFILE_PREFIX``, default
+``profile_``), then the lineage under ``_join``::
+
+    {...the click's fields..., "profile_tier": "gold", ...,
+     "_join": {"click_ts": <ms>, "profile_ts": <ms> | null,
+               "source": {"topic": "user_clicks", "partition": 0, "offset": 17}}}
+
+When an output name is already a click field (``FLAT_COLLISION``): the click's
+value is kept, the profile's (or the lineage's) wins, or the click is
+dead-lettered with reason ``field_collision`` (stage ``encode_join``; the
+dead letter has the click's original bytes and key, not its headers).
+
+In both shapes the message key is the mapped key as UTF-8, and ``source`` is
+the click's lineage: it identifies each output record uniquely.
 """
 
 from __future__ import annotations
 
-from typing import List
+from dataclasses import dataclass
+from typing import List, Optional, Union
 
 import orjson
 
-from operators.metrics import JOINED, UNMATCHED
-from operators.records import JoinResult, OutMessage, new_out_message
+from operators.dead_letters import dead_letter_message
+from operators.event_parsing import FIELD_COLLISION
+from operators.metrics import DEAD_LETTERED, JOINED, UNMATCHED
+from operators.records import DeadLetter, JoinResult, OutMessage, SourceRecord, new_out_message
+
+#: The flat shape's lineage field.
+LINEAGE_FIELD = "_join"
+KEEP_CLICK, KEEP_PROFILE, DEAD_LETTER = "keep_click", "keep_profile", "dead_letter"
+
+
+@dataclass(frozen=True)
+class FlatShape:
+    """Settings of the flat output shape."""
+
+    prefix: str = "profile_"
+    #: ``keep_click``, ``keep_profile`` or ``dead_letter``.
+    collision: str = KEEP_CLICK
 
 
 def encode_result(result: JoinResult) -> bytes:
-    """The JSON value of one joined (or unmatched) click."""
+    """The nested JSON value of one joined (or unmatched) click."""
     click, profile = result
     head = b'{"user_id":%b,"click":%b,"profile":%b,"click_ts":%d,"profile_ts":%b' % (
-        orjson.dumps(click.user_id),
+        orjson.dumps(click.key),
         click.value,
         b"null" if profile is None else profile.value,
         click.ts_ms,
@@ -38,27 +68,78 @@ def encode_result(result: JoinResult) -> bytes:
     )
 
 
+def encode_flat(result: JoinResult, shape: FlatShape) -> Union[bytes, str]:
+    """The flat JSON value of one click, or (a ``str``) why it collides."""
+    click, profile = result
+    out = orjson.loads(click.value)
+    collision = shape.collision
+    if profile is not None:
+        prefix = shape.prefix
+        for field, value in orjson.loads(profile.value).items():
+            name = prefix + field
+            if name in out:
+                if collision == KEEP_CLICK:
+                    continue
+                if collision == DEAD_LETTER:
+                    return f"profile field {field!r} is output as {name!r}, a click field"
+            out[name] = value
+    if LINEAGE_FIELD in out:
+        if collision == DEAD_LETTER:
+            return f"the lineage field {LINEAGE_FIELD!r} is a click field"
+        if collision == KEEP_CLICK:
+            return orjson.dumps(out)
+    out[LINEAGE_FIELD] = {
+        "click_ts": click.ts_ms,
+        "profile_ts": None if profile is None else profile.ts_ms,
+        "source": {"topic": click.topic, "partition": click.partition, "offset": click.offset},
+    }
+    return orjson.dumps(out)
+
+
+def _collision_dead_letter(result: JoinResult, detail: str, dlq_topic: str) -> OutMessage:
+    click = result.click
+    record = SourceRecord(click.partition, click.offset, click.message_key, click.value, None)
+    DEAD_LETTERED.labels(click.topic, FIELD_COLLISION).inc()
+    return dead_letter_message(
+        DeadLetter(record, click.topic, FIELD_COLLISION, detail, "encode_join"), dlq_topic
+    )
+
+
 def encode_results(
-    results: List[JoinResult], joined_topic: str, unmatched_topic: str | None
+    results: List[JoinResult],
+    joined_topic: str,
+    unmatched_topic: Optional[str],
+    flat: Optional[FlatShape] = None,
+    dlq_topic: Optional[str] = None,
 ) -> List[OutMessage]:
     """Messages for a list of results.
 
     ``unmatched_topic=None`` is left-join output: every click goes to
     ``joined_topic``. Otherwise (inner join) clicks without a profile go to
-    ``unmatched_topic``.
+    ``unmatched_topic``. ``flat``: the flat shape (``dlq_topic`` receives
+    colliding clicks when its policy is ``dead_letter``); None: nested.
     """
     out = []
     append = out.append
-    unmatched = 0
+    joined = unmatched = 0
     for result in results:
-        topic = joined_topic
+        click = result.click
+        if flat is None:
+            value = encode_result(result)
+        else:
+            encoded = encode_flat(result, flat)
+            if type(encoded) is str:
+                append(_collision_dead_letter(result, encoded, dlq_topic or ""))
+                continue
+            value = encoded
         if result.profile is None:
             unmatched += 1
-            if unmatched_topic is not None:
-                topic = unmatched_topic
-        click = result.click
+            topic = unmatched_topic or joined_topic
+        else:
+            joined += 1
+            topic = joined_topic
         lineage = b"%b/%d/%d" % (click.topic.encode(), click.partition, click.offset)
-        append(new_out_message((topic, click.user_id.encode(), encode_result(result), None, lineage)))
-    JOINED.inc(len(results) - unmatched)
+        append(new_out_message((topic, click.key.encode(), value, None, lineage)))
+    JOINED.inc(joined)
     UNMATCHED.inc(unmatched)
     return out

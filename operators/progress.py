@@ -93,7 +93,7 @@ class ShardRouter:
         crc32 = zlib.crc32
         groups: Dict[int, list] = {}
         for item in batch.items:
-            index = crc32(item.user_id.encode()) % shards
+            index = crc32(item.key.encode()) % shards
             group = groups.get(index)
             if group is None:
                 groups[index] = [item]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 from functools import partial
-from typing import List, NamedTuple, Optional, Tuple, Union
+from typing import List, NamedTuple, Optional, Tuple
 
 Headers = List[Tuple[str, bytes]]
 
@@ -61,28 +61,30 @@ class SourceBatch(NamedTuple):
     polled_at_ms: int
 
 
-class Click(NamedTuple):
-    """A valid click: the normalised user id, its event time, and the raw JSON."""
+class Event(NamedTuple):
+    """A valid input record: its key, its event time and where it came from.
 
-    user_id: str
+    Every operator works on events, whatever the topic's schema: decoding
+    (``operators.record_mapping``) finds the key and the event time where the
+    settings say, and keeps the original value bytes for the outputs.
+    """
+
+    #: The join/grouping key (a user id in this package's jobs), as a string.
+    key: str
+    #: Event time, epoch milliseconds.
     ts_ms: int
-    #: The click's original value bytes (a JSON object), emitted unchanged.
+    #: The original value bytes (a JSON object), emitted unchanged.
     value: bytes
     topic: str
     partition: int
     offset: int
-    #: The original message key (for outputs that must keep it, e.g. late clicks).
-    key: Optional[bytes] = None
+    #: The original Kafka message key (for outputs that must keep it, e.g. late clicks).
+    message_key: Optional[bytes] = None
 
 
-class ProfileVersion(NamedTuple):
-    """A valid profile record: one version of a user's profile."""
-
-    user_id: str
-    ts_ms: int
-    value: bytes
-    partition: int
-    offset: int
+#: The roles an event plays in this package's jobs (same type, clearer signatures).
+Click = Event
+ProfileVersion = Event
 
 
 class DeadLetter(NamedTuple):
@@ -98,7 +100,7 @@ class DeadLetter(NamedTuple):
     stage: str
 
 
-Decoded = Union[Click, ProfileVersion]
+Decoded = Event
 
 
 class DecodedBatch(NamedTuple):
@@ -156,7 +158,6 @@ class OutMessage(NamedTuple):
 
 
 new_source_record = fast_new(SourceRecord)
-new_click = fast_new(Click)
-new_profile_version = fast_new(ProfileVersion)
+new_event = fast_new(Event)
 new_join_result = fast_new(JoinResult)
 new_out_message = fast_new(OutMessage)

@@ -26,7 +26,7 @@ ClickId = Tuple[str, int, int]
 
 def _user_key(record: Click | ProfileVersion) -> str:
     # Bytewax keys must be str; user ids already are.
-    return record.user_id
+    return record.key
 
 
 def _click_id(click: Click) -> ClickId:

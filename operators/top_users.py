@@ -84,7 +84,7 @@ class WindowCountLogic(EventTimeShardLogic):
         users = self.counts.get(start)
         if users is None:
             users = self.counts[start] = {}
-        users[click.user_id] = users.get(click.user_id, 0) + 1
+        users[click.key] = users.get(click.key, 0) + 1
 
     def close(self, watermark: int, out: Emitted) -> None:
         through = closed_through(watermark, self.window_ms, self.lateness_ms)

@@ -67,7 +67,7 @@ from operators.records import Click, DecodedBatch, LateClick
 class Session(NamedTuple):
     """One closed session of one user: first and last click's event time (epoch ms)."""
 
-    user_id: str
+    key: str
     start_ms: int
     end_ms: int
     clicks: int
@@ -113,7 +113,7 @@ class SessionsLogic(EventTimeShardLogic):
     # -- EventTimeShardLogic ----------------------------------------------
     def add(self, click: Click, watermark: int, out: Emitted) -> None:
         t = click.ts_ms
-        user = click.user_id
+        user = click.key
         gap = self.gap_ms
         marker = self.markers.get(user)
         if marker is not None and t <= marker[1] + gap:

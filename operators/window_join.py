@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Optional, Tuple
+from typing import Any, NamedTuple, Optional, Tuple
 
 import bytewax.operators as op
 import bytewax.operators.windowing as win
@@ -63,25 +63,34 @@ class WindowJoinOut:
     late_profiles: Stream[ProfileVersion]
 
 
-def _user_key(record: Click | ProfileVersion) -> str:
-    # Bytewax keys must be str; user ids already are.
-    return record.user_id
+class _Sided(NamedTuple):
+    """An event with its side: the one clock of the join stamps clicks later."""
+
+    is_click: bool
+    event: Click
 
 
-def _event_time(record: Click | ProfileVersion) -> datetime:
-    ts = _EPOCH + timedelta(milliseconds=record.ts_ms)
-    if isinstance(record, Click):
+def _user_key(sided: _Sided) -> str:
+    # Bytewax keys must be str; event keys already are.
+    return sided.event.key
+
+
+def _event_time(sided: _Sided) -> datetime:
+    ts = _EPOCH + timedelta(milliseconds=sided.event.ts_ms)
+    if sided.is_click:
         ts += _CLICK_AFTER_PROFILE
     return ts
 
 
 def _click_row(
-    id_row: Tuple[int, Tuple[Optional[Click], Optional[ProfileVersion]]],
+    id_row: Tuple[int, Tuple[Optional[_Sided], Optional[_Sided]]],
 ) -> Optional[JoinResult]:
     """Keep a row only if a click triggered it (see the module docstring)."""
-    _window_id, (click, profile) = id_row
-    if click is None:
+    _window_id, (sided_click, sided_profile) = id_row
+    if sided_click is None:
         return None
+    click = sided_click.event
+    profile = None if sided_profile is None else sided_profile.event
     if profile is not None and profile.ts_ms > click.ts_ms:
         # A profile later than the click was applied after it: not for it.
         return None
@@ -90,14 +99,14 @@ def _click_row(
 
 def _late_click(id_side_value: Tuple[int, Tuple[int, Any]]) -> Optional[Click]:
     _window_id, (side, value) = id_side_value
-    return value if side == _CLICK_SIDE else None
+    return value.event if side == _CLICK_SIDE else None
 
 
 def _late_profile(
     id_side_value: Tuple[int, Tuple[int, Any]],
 ) -> Optional[ProfileVersion]:
     _window_id, (side, value) = id_side_value
-    return value if side == _PROFILE_SIDE else None
+    return value.event if side == _PROFILE_SIDE else None
 
 
 def _unmatched(click: Click) -> JoinResult:
@@ -154,8 +163,10 @@ def window_join(
         # default (the same instant) wakes `wait` too early and busy-polls.
         return watermark_time + wait
 
-    keyed_clicks = op.key_on("key_clicks", clicks, _user_key)
-    keyed_profiles = op.key_on("key_profiles", profiles, _user_key)
+    sided_clicks = op.map("side_clicks", clicks, lambda c: _Sided(True, c))
+    sided_profiles = op.map("side_profiles", profiles, lambda p: _Sided(False, p))
+    keyed_clicks = op.key_on("key_clicks", sided_clicks, _user_key)
+    keyed_profiles = op.key_on("key_profiles", sided_profiles, _user_key)
     clock = EventClock(
         _event_time,
         wait_for_system_duration=wait,

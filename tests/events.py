@@ -5,6 +5,7 @@ from __future__ import annotations
 from operators.records import Click, ProfileVersion
 
 CLICKS_TOPIC = "clicks"
+PROFILES_TOPIC = "profiles"
 
 _click_offsets: dict = {}
 _profile_offsets: dict = {}
@@ -23,4 +24,9 @@ def profile(user: str, ts_ms: int, version: str, partition: int = 0) -> ProfileV
     offset = _profile_offsets.get(partition, 0)
     _profile_offsets[partition] = offset + 1
     value = f'{{"user_id":"{user}","v":"{version}"}}'.encode()
-    return ProfileVersion(user, ts_ms, value, partition, offset)
+    return ProfileVersion(user, ts_ms, value, PROFILES_TOPIC, partition, offset)
+
+
+def is_click(event) -> bool:
+    """Clicks and profile versions are both events: tell them apart by topic."""
+    return event.topic == CLICKS_TOPIC

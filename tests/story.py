@@ -38,7 +38,7 @@ def click(user: str, at_s: float, name: str, partition: int = 0) -> Click:
 def profile(user: str, at_s: float, tier: str, partition: int = 0) -> ProfileVersion:
     """A profile version of ``user`` valid from T0 + ``at_s``, identified by ``tier``."""
     value = orjson.dumps({"user_id": user, "updated_at": T0 + int(at_s * 1000), "tier": tier})
-    return ProfileVersion(user, T0 + int(at_s * 1000), value, partition, 0)
+    return ProfileVersion(user, T0 + int(at_s * 1000), value, PROFILES_TOPIC, partition, 0)
 
 
 def _offset(name: str) -> int:
@@ -76,7 +76,7 @@ def summarise(results: Iterable[JoinResult]) -> List[Tuple[str, str, Optional[st
     for result in results:
         name = orjson.loads(result.click.value)["name"]
         tier = None if result.profile is None else orjson.loads(result.profile.value)["tier"]
-        out.append((result.click.user_id, name, tier))
+        out.append((result.click.key, name, tier))
     return sorted(out, key=lambda t: (t[0], t[1]))
 
 

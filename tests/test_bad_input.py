@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from clickstream.read_topic import read_all
 from conftest import ROOT
 from operators.decode import decode_batch
-from operators.event_parsing import DECODE_REASONS, parse_click, parse_profile
+from operators.event_parsing import DECODE_REASONS
+from operators.record_mapping import parse_click, parse_profile
 from operators.records import Click, DeadLetter, PartitionStatus, ProfileVersion, SourceBatch, SourceRecord
 from story import T0
 
@@ -53,7 +54,7 @@ def check(result, value) -> None:
         assert result.record.value == value
     else:
         assert type(result) in (Click, ProfileVersion)
-        assert isinstance(result.user_id, str) and result.user_id
+        assert isinstance(result.key, str) and result.key
         assert 0 <= result.ts_ms <= NOW + 24 * 3600 * 1000
         assert result.value == value
 
@@ -78,7 +79,7 @@ def test_any_json_object_is_valid_or_dead_lettered_never_raise(obj, message_ts):
 def test_decoding_a_batch_accounts_for_every_record(values):
     records = [SourceRecord(0, i, None, v, T0, None) for i, v in enumerate(values)]
     batch = SourceBatch("t", 0, 1, records, PartitionStatus.READING, NOW)
-    oks, dead = decode_batch(batch, parse_click, max_record_bytes=50)
+    oks, dead = decode_batch(batch, parse_click, max_record_bytes=50, stage="decode_click")
     assert sorted([c.offset for c in oks.items] + [d.record.offset for d in dead]) == list(range(len(values)))
     assert all(d.reason == "too_large" for d in dead if d.record.value and len(d.record.value) > 50)
 

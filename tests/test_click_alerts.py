@@ -57,7 +57,7 @@ def run_alerts(batches, *, window_s=60, slide_s=10, threshold=3, lateness_s=0, s
     else:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
     got = [
-        (a.user_id, (a.window_start_ms - T0) / 1000, (a.window_end_ms - T0) / 1000, a.clicks)
+        (a.key, (a.window_start_ms - T0) / 1000, (a.window_end_ms - T0) / 1000, a.clicks)
         for xs in alerts
         for a in xs
     ]

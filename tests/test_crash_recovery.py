@@ -26,8 +26,8 @@ from confluent_kafka import Producer
 from clickstream.generate import GenerateOptions, generate_records, produce
 from clickstream.read_topic import read_all
 from conftest import ROOT
-from operators.event_parsing import parse_click
-from operators.records import SourceRecord
+from operators.record_mapping import parse_click
+from operators.records import DeadLetter, SourceRecord
 
 pytestmark = pytest.mark.broker
 
@@ -83,7 +83,7 @@ def classify_clicks(bootstrap: str, topic: str):
     for rec in read_all(bootstrap, topic, timeout_s=60):
         source = SourceRecord(rec.partition, rec.offset, rec.key, rec.value, rec.timestamp_ms, rec.headers)
         coords = f"{topic}/{rec.partition}/{rec.offset}".encode()
-        if type(parse_click(source, topic, now_ms)).__name__ == "Click":
+        if type(parse_click(source, topic, now_ms)) is not DeadLetter:
             valid.add(coords)
         else:
             bad.add(b"dlq:" + coords)

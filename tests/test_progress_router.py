@@ -40,7 +40,7 @@ def test_broadcast_throttled_per_status_interval(monkeypatch):
     assert shards_told(router, heartbeat(CAUGHT_UP, 5)) == everyone  # 25 ms later
     clock[0] += 0.001
     # Data goes to its own shard with the position; the others wait.
-    version = ProfileVersion("u", 6, b"{}", 0, 9)
+    version = ProfileVersion("u", 6, b"{}", "p", 0, 9)
     data = DecodedBatch("p", 0, 1, [version], 6, CAUGHT_UP, 6)
     routed = router.route(data)
     assert [(key, inp.items, inp.max_event_ms, inp.polled_at_ms) for key, inp in routed] == [

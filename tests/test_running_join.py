@@ -16,7 +16,7 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from operators.records import Click, JoinResult, ProfileVersion
 from operators.running_join import running_join
-from events import click, profile
+from events import click, is_click, profile
 
 
 Event = Union[Click, ProfileVersion]
@@ -28,7 +28,7 @@ Event = Union[Click, ProfileVersion]
 def build_flow(events: Sequence[Event], out: List[JoinResult]) -> Dataflow:
     flow = Dataflow("running_join_test")
     inp = op.input("inp", flow, TestingSource(list(events), batch_size=1))
-    split = op.branch("split", inp, lambda e: isinstance(e, Click))
+    split = op.branch("split", inp, lambda e: is_click(e))
     joined = running_join("join", split.trues, split.falses)
     op.output("out", joined, TestingSink(out))
     return flow
@@ -126,7 +126,7 @@ def test_multiple_users_interleaved(workers):
         ],
     )
     # Within one user the order is the processing order.
-    assert [r for r in out if r.click.user_id == "alice"] == [
+    assert [r for r in out if r.click.key == "alice"] == [
         JoinResult(ca1, a1),
         JoinResult(ca2, a2),
         JoinResult(ca3, a2),
@@ -147,10 +147,10 @@ def reference(events: Sequence[Event]) -> List[JoinResult]:
     latest: dict = {}
     results = []
     for e in events:
-        if isinstance(e, ProfileVersion):
-            latest[e.user_id] = e
+        if not is_click(e):
+            latest[e.key] = e
         else:
-            results.append(JoinResult(e, latest.get(e.user_id)))
+            results.append(JoinResult(e, latest.get(e.key)))
     return results
 
 
@@ -168,6 +168,6 @@ def test_random_interleaving_matches_reference(workers):
     out = run(events, workers)
 
     expected = reference(events)
-    assert len(out) == sum(isinstance(e, Click) for e in events)
+    assert len(out) == sum(is_click(e) for e in events)
     assert_same(out, expected)
 

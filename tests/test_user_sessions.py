@@ -46,7 +46,7 @@ def run_sessions(batches, *, gap_s=10, lateness_s=0, shards=4, workers=1):
     else:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
     closed = sorted(
-        (s.user_id, secs(s.start_ms), secs(s.end_ms), s.clicks) for ss in sessions for s in ss
+        (s.key, secs(s.start_ms), secs(s.end_ms), s.clicks) for ss in sessions for s in ss
     )
     late_clicks = sorted(
         (orjson.loads(x.click.value)["name"], secs(x.window_start_ms), secs(x.window_end_ms))
@@ -219,7 +219,7 @@ def emitted(logic: SessionsLogic, inp: ShardInput):
     out, discard = logic.on_batch([inp])
     assert discard is False
     items = [item for batch in out for _, item in batch]
-    sessions = [(s.user_id, secs(s.start_ms), secs(s.end_ms), s.clicks) for s in items if hasattr(s, "clicks")]
+    sessions = [(s.key, secs(s.start_ms), secs(s.end_ms), s.clicks) for s in items if hasattr(s, "clicks")]
     late = [orjson.loads(x.click.value)["name"] for x in items if hasattr(x, "watermark_ms")]
     return sessions, late
 
@@ -264,7 +264,7 @@ def test_end_of_input_closes_everything_and_keeps_no_marker():
     out, _ = logic.on_batch(
         [ShardInput(CLICKS, 0, 1, [], None, PartitionStatus.FINISHED, 0)]
     )
-    assert sorted(s.user_id for _, s in out[0]) == ["a", "b"]
+    assert sorted(s.key for _, s in out[0]) == ["a", "b"]
     assert logic.clicks.watermark == END_OF_TIME_MS
     assert logic.state_size() == (0, 0, 0)
     assert logic.close_heap == [] and logic.marker_heap == []
@@ -323,10 +323,10 @@ def _model(arrivals, gap_ms, lateness_ms):
     watermark = -(2**62)
     newest = None
     for c in arrivals:
-        t, times = c.ts_ms, open_clicks.setdefault(c.user_id, [])
+        t, times = c.ts_ms, open_clicks.setdefault(c.key, [])
         spans = _split(sorted(times), gap_ms)
         joins = any(s - gap_ms <= t <= e + gap_ms for s, e, _ in spans)
-        if t <= reach.get(c.user_id, -(2**62)):
+        if t <= reach.get(c.key, -(2**62)):
             late.append(orjson.loads(c.value)["name"])
         elif times and t >= min(times) and joins:
             times.append(t)
@@ -380,7 +380,7 @@ def test_shard_agrees_with_a_brute_force_model_on_random_disorder(seed, lateness
         sessions += closed
         late += late_names
     out, _ = logic.on_batch([ShardInput(CLICKS, 0, 1, [], None, PartitionStatus.FINISHED, 0)])
-    sessions += [(s.user_id, secs(s.start_ms), secs(s.end_ms), s.clicks) for batch in out for _, s in batch]
+    sessions += [(s.key, secs(s.start_ms), secs(s.end_ms), s.clicks) for batch in out for _, s in batch]
     assert (sorted(sessions), sorted(late)) == _model(arrivals, 10_000, lateness_s * 1000)
     assert logic.state_size() == (0, 0, 0)
     assert sum(n for *_, n in sessions) + len(late) == len(arrivals)

@@ -18,7 +18,7 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from operators.records import Click, JoinResult, ProfileVersion
 from operators.window_join import window_join
-from events import click, profile
+from events import click, is_click, profile
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ALIGN = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -50,7 +50,7 @@ def run(events: Sequence[Event], wait: timedelta, workers: int = 1) -> Outputs:
     late_profiles: List[ProfileVersion] = []
     flow = Dataflow("window_join_test")
     inp = op.input("inp", flow, TestingSource(list(events), batch_size=1))
-    split = op.branch("split", inp, lambda e: isinstance(e, Click))
+    split = op.branch("split", inp, lambda e: is_click(e))
     out = window_join(
         "join",
         split.trues,
@@ -168,13 +168,13 @@ def window_of(ts_ms: int) -> int:
 
 def reference(events: Sequence[Event]) -> List[JoinResult]:
     """Latest profile of the same user and window with ts <= the click's."""
-    profiles = [e for e in events if isinstance(e, ProfileVersion)]
+    profiles = [e for e in events if not is_click(e)]
     results = []
-    for c in (e for e in events if isinstance(e, Click)):
+    for c in (e for e in events if is_click(e)):
         candidates = [
             p
             for p in profiles
-            if p.user_id == c.user_id
+            if p.key == c.key
             and window_of(p.ts_ms) == window_of(c.ts_ms)
             and p.ts_ms <= c.ts_ms
         ]
@@ -212,8 +212,8 @@ def test_random_order_matches_reference(workers):
 
 def test_every_click_exactly_once_even_when_many_are_late(workers):
     events = random_events(seed=5, count=400)
-    clicks = [e for e in events if isinstance(e, Click)]
-    profiles = [e for e in events if isinstance(e, ProfileVersion)]
+    clicks = [e for e in events if is_click(e)]
+    profiles = [e for e in events if not is_click(e)]
 
     joined, late_clicks, late_profiles = run(events, timedelta(0), workers)
 
@@ -228,7 +228,7 @@ def test_every_click_exactly_once_even_when_many_are_late(workers):
         if coords(r.click) in late_ids:
             assert r.profile is None
         elif r.profile is not None:
-            assert r.profile.user_id == r.click.user_id
+            assert r.profile.key == r.click.key
             assert window_of(r.profile.ts_ms) == window_of(r.click.ts_ms)
             assert r.profile.ts_ms <= r.click.ts_ms
             assert coords(r.profile) not in {coords(p) for p in late_profiles}
@@ -251,6 +251,6 @@ def test_rejects_bad_parameters(kwargs):
     params.update(kwargs)
     flow = Dataflow("bad")
     inp = op.input("inp", flow, TestingSource([]))
-    split = op.branch("split", inp, lambda e: isinstance(e, Click))
+    split = op.branch("split", inp, lambda e: is_click(e))
     with pytest.raises(ValueError):
         window_join("join", split.trues, split.falses, **params)

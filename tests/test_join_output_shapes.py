@@ -1,0 +1,108 @@
+"""The join output side by side: nested (the click and the profile embedded) and
+flat (the click's fields, the profile's prefixed, lineage under ``_join``), and
+what happens when a flat name collides with a click field."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from operators.join_output import FlatShape, encode_results
+from operators.records import Event, JoinResult
+
+CLICK = Event("42", 1000, b'{"uid":42,"page":"/home","tier":"click-tier"}', "clicks", 3, 17, b"k42")
+PROFILE = Event("42", 900, b'{"tier":"gold","city":"Oslo"}', "profiles", 0, 5, b"42")
+SOURCE = {"topic": "clicks", "partition": 3, "offset": 17}
+
+
+def values(messages) -> list:
+    return [(m.topic, m.key, orjson.loads(m.value)) for m in messages]
+
+
+def test_nested_output_embeds_both_records_and_is_keyed_by_the_mapped_key():
+    out = encode_results([JoinResult(CLICK, PROFILE)], "joined", None)
+    assert values(out) == [
+        ("joined", b"42", {
+            "user_id": "42",
+            "click": {"uid": 42, "page": "/home", "tier": "click-tier"},
+            "profile": {"tier": "gold", "city": "Oslo"},
+            "click_ts": 1000, "profile_ts": 900, "source": SOURCE,
+        })
+    ]
+    assert out[0].lineage == b"clicks/3/17"
+
+
+def test_flat_output_lifts_the_click_prefixes_the_profile_and_keeps_lineage_aside():
+    out = encode_results([JoinResult(CLICK, PROFILE), JoinResult(CLICK._replace(offset=18), None)],
+                         "joined", None, FlatShape("p_", "keep_click"))
+    assert values(out) == [
+        ("joined", b"42", {
+            "uid": 42, "page": "/home", "tier": "click-tier",
+            "p_tier": "gold", "p_city": "Oslo",
+            "_join": {"click_ts": 1000, "profile_ts": 900, "source": SOURCE},
+        }),
+        # left mode, unmatched: no profile fields at all
+        ("joined", b"42", {
+            "uid": 42, "page": "/home", "tier": "click-tier",
+            "_join": {"click_ts": 1000, "profile_ts": None, "source": {**SOURCE, "offset": 18}},
+        }),
+    ]
+    # field order: the click's as received, then the profile's, then _join
+    assert list(orjson.loads(out[0].value)) == ["uid", "page", "tier", "p_tier", "p_city", "_join"]
+
+
+def test_inner_mode_sends_unmatched_flat_clicks_to_their_topic():
+    out = encode_results([JoinResult(CLICK, None)], "joined", "unmatched", FlatShape())
+    assert [(m.topic, m.key) for m in out] == [("unmatched", b"42")]
+
+
+@pytest.mark.parametrize(
+    "policy,tier",
+    [("keep_click", "click-tier"), ("keep_profile", "gold")],
+)
+def test_an_empty_prefix_collides_and_the_policy_picks_the_value(policy, tier):
+    out = encode_results([JoinResult(CLICK, PROFILE)], "joined", None, FlatShape("", policy))
+    assert values(out) == [
+        ("joined", b"42", {
+            "uid": 42, "page": "/home", "tier": tier, "city": "Oslo",
+            "_join": {"click_ts": 1000, "profile_ts": 900, "source": SOURCE},
+        })
+    ]
+
+
+def test_a_collision_under_dead_letter_sends_the_click_to_the_dlq_with_its_bytes():
+    clean = CLICK._replace(offset=20, value=b'{"uid":42}')
+    out = encode_results(
+        [JoinResult(CLICK, PROFILE), JoinResult(clean, PROFILE)],
+        "joined", None, FlatShape("", "dead_letter"), "dlq",
+    )
+    dead, ok = out
+    assert (dead.topic, dead.key, dead.value, dead.lineage) == ("dlq", b"k42", CLICK.value, b"dlq:clicks/3/17")
+    assert dict(dead.headers) == {
+        "dlq.error": b"field_collision: profile field 'tier' is output as 'tier', a click field",
+        "dlq.reason": b"field_collision",
+        "dlq.stage": b"encode_join",
+        "dlq.topic": b"clicks",
+        "dlq.partition": b"3",
+        "dlq.offset": b"17",
+    }
+    assert (ok.topic, orjson.loads(ok.value)["tier"]) == ("joined", "gold")
+
+
+@pytest.mark.parametrize(
+    "policy,expected",
+    [
+        ("keep_click", {"_join": "mine"}),
+        ("keep_profile", {"_join": {"click_ts": 1000, "profile_ts": None, "source": SOURCE}}),
+        ("dead_letter", None),
+    ],
+)
+def test_the_lineage_field_follows_the_collision_policy_too(policy, expected):
+    click = CLICK._replace(value=b'{"_join":"mine"}')
+    out = encode_results([JoinResult(click, None)], "joined", None, FlatShape("p_", policy), "dlq")
+    if expected is None:
+        assert [(m.topic, dict(m.headers)["dlq.error"]) for m in out] == [
+            ("dlq", b"field_collision: the lineage field '_join' is a click field")
+        ]
+    else:
+        assert values(out) == [("joined", b"42", expected)]
