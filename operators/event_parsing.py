@@ -131,7 +131,10 @@ def time_converter(fmt: str, assume_utc: bool = False) -> Callable[[Any, str], i
 
     def epoch_s(value: Any, field: str) -> int:
         if _is_number(value):
-            return round(value * 1000)
+            try:
+                return round(value * 1000)
+            except OverflowError:
+                raise Reject(INVALID_TIME, f"{field} {value!r} is out of range") from None
         raise _wrong_form(field, "epoch_s", "a number of epoch seconds", value)
 
     def epoch_us(value: Any, field: str) -> int:

@@ -133,6 +133,9 @@ def test_each_time_format_reads_its_own_form(time_format, raw, expected_ms):
         ("iso8601", T0, "t must be an ISO-8601 string (iso8601), got int"
          ": looks like epoch milliseconds: set CLICKS_TIME_FORMAT=epoch_ms"),
         ("auto", [1], "t must be epoch milliseconds (integer) or an ISO-8601 string, got list"),
+        ("epoch_s", 1e308, "t 1e+308 is out of range"),
+        ("iso8601", "9999-12-31T23:59:59-23:59",
+         f"event time 253402387139000 ms is more than 24 h after processing time {NOW}"),
     ],
 )
 def test_an_explicit_format_accepts_only_its_own_form(time_format, raw, detail):
@@ -251,3 +254,34 @@ def test_kept_fields_reencode_the_value_with_only_those():
     out = parse(mapping, r)
     assert out == Event("u", T0, b'{"tier":"gold","city":"Oslo"}', TOPIC, 1, 5, b"k")
     assert mapping.stage == "decode_profile"
+
+
+# -- the fast path decides exactly as the checked path ----------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8),
+    st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01T00:00:00", "x", "", str(T0)]),
+    st.sampled_from([T0, T0 // 1000, T0 / 1000, T0 * 1000, T0 * 1_000_000, NOW + 10**9]),
+)
+_values = st.recursive(_scalars, lambda inner: st.dictionaries(st.sampled_from(["id", "at", "x"]), inner, max_size=3), max_leaves=6)
+_objects = st.dictionaries(st.sampled_from(["user_id", "ts", "user", "t", "meta"]), _values, max_size=4)
+
+
+@pytest.mark.parametrize(
+    "mapping",
+    [
+        RecordMapping("clicks"),
+        RecordMapping("clicks", key="user.id", time="meta.at", time_format="epoch_s"),
+        RecordMapping("clicks", time="t", time_format="iso8601", iso_without_offset="utc"),
+        RecordMapping("clicks", time="t", time_format="epoch_ms", time_fallback="none"),
+        RecordMapping("profiles", key="user_id", time="ts", keep_fields=("x", "user")),
+    ],
+)
+@settings(max_examples=300, deadline=None)
+@given(obj=_objects, timestamp=st.sampled_from([None, MSG_TS, 5]))
+def test_the_fast_path_decides_exactly_as_the_checked_path(mapping, obj, timestamp):
+    record = rec(obj, timestamp_ms=timestamp)
+    assert make_parser(mapping)(record, TOPIC, NOW) == make_parser(mapping, fast=False)(record, TOPIC, NOW)
