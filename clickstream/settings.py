@@ -64,6 +64,9 @@ class JoinStrategy(str, Enum):
     #: Bytewax ``join`` in running mode: the latest profile seen so far,
     #: in processing order.
     RUNNING = "running"
+    #: Every profile version within [click - before, click + after]: one
+    #: record per pair (custom stateful operator).
+    INTERVAL = "interval"
 
 
 TimeFormat = Enum("TimeFormat", {f.upper(): f for f in TIME_FORMATS}, type=str)  # type: ignore[misc]
@@ -267,6 +270,15 @@ class ClicksSettings(CommonSettings):
         1800.0, alias="WINDOW_SECONDS", gt=0,
         description="window length of the window join strategy",
     )
+    interval_before_seconds: float = Field(
+        5.0, alias="INTERVAL_BEFORE_SECONDS", ge=0,
+        description="interval strategy: a version up to this much before the click matches",
+    )
+    interval_after_seconds: float = Field(
+        5.0, alias="INTERVAL_AFTER_SECONDS", ge=0,
+        description="interval strategy: a version up to this much after the click matches",
+    )
+    late_topic: str = Field("late_clicks", alias="LATE_TOPIC", min_length=1)
     profiles_key: str = Field("user_id", alias="PROFILES_KEY")
     profiles_time: str = Field("updated_at", alias="PROFILES_TIME")
     profiles_time_fallback: TimeFallback = Field(

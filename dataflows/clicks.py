@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
-from typing import List
+from typing import List, Optional, Tuple
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
@@ -29,10 +29,18 @@ from clickstream.settings import (
     KafkaConnection,
     OutputShape,
 )
-from dataflows.common import clicks_input, kafka_input, lazy_flow, settings_from_env, write_outputs
+from dataflows.common import (
+    clicks_input,
+    kafka_input,
+    late_click_message,
+    lazy_flow,
+    settings_from_env,
+    write_outputs,
+)
 from operators.asof_join import asof_join
+from operators.interval_join import interval_join
 from operators.join_output import FlatShape, encode_results
-from operators.records import DecodedBatch, JoinResult
+from operators.records import DecodedBatch, JoinResult, LateClick
 
 log = logging.getLogger("dataflows.clicks")
 
@@ -48,8 +56,31 @@ def _items(batch: DecodedBatch) -> list:
 
 def _join(
     settings: ClicksSettings, clicks: Stream[DecodedBatch], profiles: Stream[DecodedBatch]
+) -> Tuple[Stream[List[JoinResult]], Optional[Stream[List[LateClick]]]]:
+    """Join with the configured strategy: (results, late clicks and versions or None)."""
+    if settings.join_strategy == JoinStrategy.INTERVAL:
+        out = interval_join(
+            "interval_join",
+            clicks,
+            profiles,
+            before=timedelta(seconds=settings.interval_before_seconds),
+            after=timedelta(seconds=settings.interval_after_seconds),
+            lateness=timedelta(seconds=settings.allowed_lateness_seconds),
+            wait=timedelta(seconds=settings.profile_wait_seconds),
+            # unmatched clicks come out in both modes: inner mode sends them
+            # to UNMATCHED_TOPIC (see encode_results)
+            how="left",
+            shards=settings.state_shards,
+            live_interval=LIVE_PROFILES_PROGRESS,
+        )
+        return out.joined, out.late
+    return _one_per_click(settings, clicks, profiles), None
+
+
+def _one_per_click(
+    settings: ClicksSettings, clicks: Stream[DecodedBatch], profiles: Stream[DecodedBatch]
 ) -> Stream[List[JoinResult]]:
-    """Join with the configured strategy; every valid click yields one result."""
+    """The strategies where every valid click yields exactly one result."""
     if settings.join_strategy == JoinStrategy.ASOF:
         return asof_join(
             "asof_join",
@@ -91,7 +122,7 @@ def build_flow(settings: ClicksSettings, kafka: KafkaConnection) -> Dataflow:
         heartbeat=LIVE_PROFILES_PROGRESS,
     )
 
-    results = _join(settings, clicks.oks, profiles.oks)
+    results, late = _join(settings, clicks.oks, profiles.oks)
     unmatched_topic = settings.unmatched_topic if settings.join_mode == JoinMode.INNER else None
     joined_topic = settings.joined_topic
     dlq_topic = settings.dlq_topic
@@ -100,14 +131,20 @@ def build_flow(settings: ClicksSettings, kafka: KafkaConnection) -> Dataflow:
         if settings.output_shape == OutputShape.FLAT
         else None
     )
+    pairs = late is not None  # one record per (click, version): lineage per pair
     encoded = op.map(
         "encode",
         results,
-        lambda rs: encode_results(rs, joined_topic, unmatched_topic, flat, dlq_topic),
+        lambda rs: encode_results(rs, joined_topic, unmatched_topic, flat, dlq_topic, pairs),
     )
     topics = [joined_topic] + ([unmatched_topic] if unmatched_topic else [])
+    outputs = [encoded]
+    if late is not None:
+        late_topic = settings.late_topic
+        outputs.append(op.map("encode_late", late, lambda ls: [late_click_message(x, late_topic) for x in ls]))
+        topics.append(late_topic)
     write_outputs(
-        "out", config, settings.dlq_topic, [clicks.errs, profiles.errs], [encoded], topics
+        "out", config, settings.dlq_topic, [clicks.errs, profiles.errs], outputs, topics
     )
     return flow
 

@@ -111,6 +111,7 @@ def encode_results(
     unmatched_topic: Optional[str],
     flat: Optional[FlatShape] = None,
     dlq_topic: Optional[str] = None,
+    pairs: bool = False,
 ) -> List[OutMessage]:
     """Messages for a list of results.
 
@@ -118,6 +119,8 @@ def encode_results(
     ``joined_topic``. Otherwise (inner join) clicks without a profile go to
     ``unmatched_topic``. ``flat``: the flat shape (``dlq_topic`` receives
     colliding clicks when its policy is ``dead_letter``); None: nested.
+    ``pairs``: a click may have several results (interval join), so a matched
+    result's lineage names the profile version too.
     """
     out = []
     append = out.append
@@ -139,6 +142,9 @@ def encode_results(
             joined += 1
             topic = joined_topic
         lineage = b"%b/%d/%d" % (click.topic.encode(), click.partition, click.offset)
+        if pairs and result.profile is not None:
+            version = result.profile
+            lineage += b"|%b/%d/%d" % (version.topic.encode(), version.partition, version.offset)
         append(new_out_message((topic, click.key.encode(), value, None, lineage)))
     JOINED.inc(joined)
     UNMATCHED.inc(unmatched)
