@@ -1,7 +1,8 @@
 # One image for every job of clickstream-dataflows:
 #   docker run IMAGE clicks            (or: -e JOB=clicks)   -> python -m bytewax.run dataflows.clicks
-# deploy/entrypoint.sh derives the Bytewax process id, peer addresses and
-# recovery flags from the environment: see docs/deploy.md.
+# deploy/entrypoint.sh runs the package's launcher (python -m clickstream.launch),
+# which derives the Bytewax process id, peer addresses and recovery flags from
+# the environment: see docs/deploy.md.
 #
 # Bytewax 0.21.1 has wheels for CPython <= 3.12 only (manylinux_2_31: glibc >= 2.31),
 # so the base stays on 3.12, pinned to an exact patch release.
@@ -43,7 +44,7 @@ RUN groupadd --system --gid 10001 dataflow \
     && chown 10001:10001 /data/recovery
 
 WORKDIR /app
-COPY deploy/entrypoint.sh deploy/launch.py /app/deploy/
+COPY deploy/entrypoint.sh /app/deploy/
 RUN chmod 0755 /app/deploy/entrypoint.sh
 
 USER 10001:10001
