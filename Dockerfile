@@ -17,22 +17,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     BYTEWAX_DATAFLOW_API_CACHE_PATH=/tmp
 
-# Runtime dependencies are pinned exactly in pyproject.toml; their own
-# dependencies are pinned here (the versions the test suite ran with), and the
-# build backend too, so a rebuild installs the same set.
-COPY pyproject.toml README.md /src/
+# Runtime dependencies, transitive ones included, are pinned exactly in
+# requirements.lock (generated from pyproject.toml by `make lock`; `make setup`
+# installs the same versions for the tests), and the build backend here, so a
+# rebuild installs the same set. The package itself adds no dependency (--no-deps).
+COPY pyproject.toml README.md requirements.lock /src/
 COPY clickstream /src/clickstream
 COPY dataflows /src/dataflows
 COPY operators /src/operators
 WORKDIR /src
 RUN pip install --no-cache-dir "setuptools==80.9.0" "wheel==0.45.1" \
-    && pip install --no-cache-dir --no-build-isolation . \
-        "annotated-types==0.8.0" \
-        "prometheus-client==0.26.0" \
-        "pydantic-core==2.50.4" \
-        "python-dotenv==1.2.4" \
-        "typing-extensions==4.16.0" \
-        "typing-inspection==0.4.5" \
+    && pip install --no-cache-dir -r requirements.lock \
+    && pip install --no-cache-dir --no-deps --no-build-isolation . \
     && pip uninstall --yes setuptools wheel \
     && rm -rf /src
 

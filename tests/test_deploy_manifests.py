@@ -1,5 +1,5 @@
 """Container and Kubernetes deployment files: the Dockerfile linted with
-hadolint; every Kubernetes manifest
+hadolint and installing from the lock file; every Kubernetes manifest
 validated offline with kubernetes-validate, and checked for consistency with
 the image, the launcher and the job settings; the compose file parsed and its
 references checked.
@@ -75,15 +75,46 @@ def test_dockerfile_pins_the_base_runs_as_non_root_and_uses_the_entrypoint():
     text = DOCKERFILE.read_text()
     froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
     assert froms and all(re.fullmatch(r"python:3\.12\.\d+-slim-\w+", f) for f in froms), froms
-    assert "pip install --no-cache-dir --no-build-isolation ." in text
-    pins = re.findall(r'"([A-Za-z0-9_.-]+)==([^"]+)"', text)
-    assert len(pins) >= 6 and all(v[0].isdigit() for _, v in pins)
+    # runtime dependencies from the lock file, the package itself without any
+    assert "pip install --no-cache-dir -r requirements.lock" in text
+    assert "pip install --no-cache-dir --no-deps --no-build-isolation ." in text
+    pins = re.findall(r'"([A-Za-z0-9_.-]+)==([^"]+)"', text)  # the build backend
+    assert len(pins) >= 2 and all(v[0].isdigit() for _, v in pins)
     user = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert user and user[-1].split(":")[0].isdigit() and user[-1].split(":")[0] != "0"
     assert re.search(r'^ENTRYPOINT \["/app/deploy/entrypoint.sh"\]$', text, re.M)
     for src in re.findall(r"^COPY\s+(.+?)\s+\S+$", text, re.M):
         for name in src.split():
             assert (ROOT / name).exists(), f"COPY source {name} missing"
+
+
+def lock_pins() -> Dict[str, str]:
+    """name -> version of every requirement in requirements.lock (names normalised)."""
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep and re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", version), f"not an exact pin: {line!r}"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def test_lock_file_pins_every_runtime_dependency_as_pyproject_does():
+    import tomllib
+    from importlib.metadata import version
+
+    pins = lock_pins()
+    assert "#    make lock" in (ROOT / "requirements.lock").read_text().splitlines()[:6]  # how to regenerate
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for requirement in declared:
+        name, sep, wanted = requirement.partition("==")
+        assert sep, f"pyproject dependency {requirement!r} is not pinned exactly"
+        assert pins[re.sub(r"[-_.]+", "-", name).lower()] == wanted, requirement
+    assert "prometheus-client" in {d.partition("==")[0] for d in declared}  # operators/metrics.py
+    assert len(pins) > len(declared)  # the transitive ones too
+    # `make setup` installs with the lock as constraints: the tests run what the image runs
+    assert {name: version(name) for name in pins} == pins
 
 
 # --- Kubernetes manifests -------------------------------------------------------------
