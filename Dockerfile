@@ -1,7 +1,8 @@
 # One image for every job of clickstream-dataflows:
 #   docker run IMAGE clicks            (or: -e JOB=clicks)   -> python -m bytewax.run dataflows.clicks
-# deploy/entrypoint.sh derives the Bytewax process id, peer addresses and
-# recovery flags from the environment: see docs/deploy.md.
+# deploy/entrypoint.sh runs the package's launcher (python -m clickstream.launch),
+# which derives the Bytewax process id, peer addresses and recovery flags from
+# the environment: see docs/deploy.md.
 #
 # Bytewax 0.21.1 has wheels for CPython <= 3.12 only (manylinux_2_31: glibc >= 2.31),
 # so the base stays on 3.12, pinned to an exact patch release.
@@ -16,22 +17,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     BYTEWAX_DATAFLOW_API_CACHE_PATH=/tmp
 
-# Runtime dependencies are pinned exactly in pyproject.toml; their own
-# dependencies are pinned here (the versions the test suite ran with), and the
-# build backend too, so a rebuild installs the same set.
-COPY pyproject.toml README.md /src/
+# Runtime dependencies, transitive ones included, are pinned exactly in
+# requirements.lock (generated from pyproject.toml by `make lock`; `make setup`
+# installs the same versions for the tests), and the build backend here, so a
+# rebuild installs the same set. The package itself adds no dependency (--no-deps).
+COPY pyproject.toml README.md requirements.lock /src/
 COPY clickstream /src/clickstream
 COPY dataflows /src/dataflows
 COPY operators /src/operators
 WORKDIR /src
 RUN pip install --no-cache-dir "setuptools==80.9.0" "wheel==0.45.1" \
-    && pip install --no-cache-dir --no-build-isolation . \
-        "annotated-types==0.8.0" \
-        "prometheus-client==0.26.0" \
-        "pydantic-core==2.50.4" \
-        "python-dotenv==1.2.4" \
-        "typing-extensions==4.16.0" \
-        "typing-inspection==0.4.5" \
+    && pip install --no-cache-dir -r requirements.lock \
+    && pip install --no-cache-dir --no-deps --no-build-isolation . \
     && pip uninstall --yes setuptools wheel \
     && rm -rf /src
 
@@ -43,7 +40,7 @@ RUN groupadd --system --gid 10001 dataflow \
     && chown 10001:10001 /data/recovery
 
 WORKDIR /app
-COPY deploy/entrypoint.sh deploy/launch.py /app/deploy/
+COPY deploy/entrypoint.sh /app/deploy/
 RUN chmod 0755 /app/deploy/entrypoint.sh
 
 USER 10001:10001

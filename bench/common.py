@@ -136,8 +136,14 @@ def job_env(code_dir: Path, bootstrap: str, extra: Mapping[str, str] = ()) -> Di
     return env
 
 
-def bytewax_cmd(module: str, *args: str) -> List[str]:
-    return [sys.executable, "-m", "bytewax.run", module, *args]
+def bytewax_cmd(job: str, *args: str, settings: Optional[Mapping[str, str]] = None) -> List[str]:
+    """The command the launcher (``clickstream.launch``) would exec for ``job``,
+    planned from the recovery and cluster variables in ``settings``. The harness
+    runs it directly, not through the launcher's process, so that ``--code`` can
+    measure a revision older than the launcher (the plan comes from this tree)."""
+    from clickstream.launch_config import plan_from_env
+
+    return [sys.executable] + plan_from_env(dict(settings or {}), [job, "--", *args]).bytewax_args()
 
 
 # -- sampling ---------------------------------------------------------------

@@ -364,7 +364,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     "JOINED_TOPIC": t["joined"], "UNMATCHED_TOPIC": t["unmatched"], "DLQ_TOPIC": t["dlq"],
                     "KAFKA_TAIL": "true", "JOIN_STRATEGY": args.strategy, **extra_env,
                 })
-                cmd = bytewax_cmd("dataflows.clicks")
+                cmd = bytewax_cmd("clicks")
             phases.append(run_phase(name, cmd, env, bootstrap, t, users, args,
                                     RESULTS_DIR / f"latency-{stamp}-{name}.log"))
 

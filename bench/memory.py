@@ -216,7 +216,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                "rss_mb": round(rss / 2**20, 1), "cpu_s": round(cpu, 1)})
 
         print(f"running dataflows.clicks ({args.strategy}) ...", flush=True)
-        measured = run_measured([bytewax_cmd("dataflows.clicks")], env, log_path, args.timeout,
+        measured = run_measured([bytewax_cmd("clicks")], env, log_path, args.timeout,
                                 broker_pid=broker.process.pid, on_sample=on_sample, sample_interval_s=0.2)
         deadline = time.monotonic() + 60
         while counter.count < args.clicks and time.monotonic() < deadline:

@@ -23,8 +23,8 @@
                     window loop
    top_users        ``python -m bytewax.run dataflows.top_users``
    asof-recovery    ``dataflows.clicks`` with a recovery store
-                    (``python -m bytewax.recovery DIR 1``, then
-                    ``-r DIR -s 5 -b 0``)
+                    created by the launcher (``clickstream.launch``:
+                    ``bytewax.run ... -r DIR -s 5 -b 0``)
    ===============  ==========================================================
 
 4. checks every run's output (a run with a wrong output is FAILED, however
@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "revision such as HEAD (exported with git archive)")
     r.add_argument("--baseline-consumer", action="append", default=[], metavar="KEY=VALUE",
                    help="extra librdkafka consumer property for both baselines (repeatable)")
-    r.add_argument("--snapshot-interval", type=float, default=5.0,
-                   help="asof-recovery: -s (default 5)")
+    r.add_argument("--snapshot-interval", type=int, default=5,
+                   help="asof-recovery: RECOVERY_SNAPSHOT_SECONDS, whole seconds (default 5)")
     r.add_argument("--out", default=None, help="results JSON path (default bench/results/<ts>.json)")
     r.add_argument("--wait-quiet", type=float, default=30.0, metavar="S",
                    help="before each run, wait up to S seconds until other processes use less "
@@ -326,20 +326,24 @@ class Bench:
                    recovery: bool = False, exact_matched: bool = True) -> None:
         topics = self._topics(name, "joined", "unmatched", "dlq")
         env = self._clicks_env(topics, extra_env)
-        args: List[str] = []
+        settings: Dict[str, str] = {}  # the launcher's variables
         recovery_dir = None
         if recovery:
+            from clickstream.launch import init_recovery
+            from clickstream.launch_config import plan_from_env
+
             recovery_dir = Path(tempfile.mkdtemp(prefix="bench-recovery-"))
-            subprocess.run([sys.executable, "-m", "bytewax.recovery", str(recovery_dir), "1"],
-                           env=env, check=True, capture_output=True)
-            args = ["-r", str(recovery_dir), "-s", f"{self.args.snapshot_interval:g}", "-b", "0"]
+            settings = {"RECOVERY_DIR": str(recovery_dir),
+                        "RECOVERY_SNAPSHOT_SECONDS": str(self.args.snapshot_interval)}
+            init_recovery(plan_from_env(settings, ["clicks"]))
         if processes == 1:
-            commands = [bytewax_cmd("dataflows.clicks", *args)]
+            commands = [bytewax_cmd("clicks", settings=settings)]
         else:
             from clickstream.broker import free_port
 
             addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
-            commands = [bytewax_cmd("dataflows.clicks", *args, "-i", str(i), "-a", addresses)
+            commands = [bytewax_cmd("clicks", settings={**settings, "BYTEWAX_ADDRESSES": addresses,
+                                                        "BYTEWAX_PROCESS_ID": str(i)})
                         for i in range(processes)]
         measured = self._measure(name, commands, env)
         outputs = self._count_clicks_outputs(topics)
@@ -378,7 +382,7 @@ class Bench:
             "DLQ_TOPIC": topics["dlq"],
             "KAFKA_TAIL": "false",
         })
-        measured = self._measure(name, [bytewax_cmd("dataflows.top_users")], env)
+        measured = self._measure(name, [bytewax_cmd("top_users")], env)
         outputs = self._count_top_outputs(topics)
         problems = self._check_top(outputs, compare=True)
         self._record(name, "top", measured, outputs, problems)

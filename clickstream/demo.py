@@ -3,7 +3,8 @@
 1. start the local Kafka-protocol broker (Tansu) on a free loopback port;
 2. create the topics;
 3. generate seeded profiles and clicks (with bad records and unknown users);
-4. run ``python -m bytewax.run dataflows.clicks`` with ``KAFKA_TAIL=false``;
+4. run the clicks job (``python -m clickstream.launch clicks``, the one launcher)
+   with ``KAFKA_TAIL=false``, then the top_users job;
 5. read every output topic back and print a summary that accounts for every
    record; write it to ``demo-output/summary.json``;
 6. stop the broker. Exit status 0 only if every record is accounted for.
@@ -25,6 +26,7 @@ import orjson
 
 from clickstream.broker import LocalBroker
 from clickstream.generate import GenerateOptions, produce
+from clickstream.launch import launcher_command
 from clickstream.read_topic import read_all
 
 TOPICS = {
@@ -55,11 +57,9 @@ def run_job(job: str, bootstrap: str, workers: int, extra_env: Dict[str, str]) -
         }
     )
     env.update(extra_env)
+    env.pop("RECOVERY_DIR", None)  # the demo runs without a recovery store
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", f"dataflows.{job}", "-w", str(workers)],
-        env=env,
-    )
+    proc = subprocess.run(launcher_command(job, "-w", str(workers)), env=env)
     if proc.returncode != 0:
         raise SystemExit(f"demo: the {job} job failed with status {proc.returncode}")
     return time.monotonic() - started
@@ -163,11 +163,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             print("demo: the generator could not deliver every record", file=sys.stderr)
             return 1
 
-        _section(f"python -m bytewax.run dataflows.clicks -w {args.workers}")
+        _section(f"python -m clickstream.launch clicks -- -w {args.workers}")
         job_seconds = run_job("clicks", bootstrap, args.workers, {})
         outputs = summarise_outputs(bootstrap)
 
-        _section(f"python -m bytewax.run dataflows.top_users -w {args.workers}")
+        _section(f"python -m clickstream.launch top_users -- -w {args.workers}")
         top_seconds = run_job(
             "top_users", bootstrap, args.workers, {"DLQ_TOPIC": "top_users_dead_letters"}
         )

@@ -13,8 +13,8 @@ shows it with a per-key counter.
 :func:`prune_uncommitted_snapshots` removes those rows before a new execution
 starts, so every resume loads committed state only. It needs every partition of
 the store (the resume epoch is computed over all of them, exactly as Bytewax
-does); :class:`IncompleteStore` is raised otherwise. Both launchers
-(``clickstream.run_job`` and ``deploy/launch.py``) call it before ``exec``.
+does); :class:`IncompleteStore` is raised otherwise. The launcher
+(``python -m clickstream.launch``) calls it before ``exec``.
 
 ``python -m clickstream.recovery_store DIR`` prints the store's executions,
 resume epoch and snapshot counts (``--prune`` also prunes).

@@ -5,11 +5,10 @@
 #
 # The logic (process id from the pod ordinal, peer addresses from the
 # StatefulSet's headless service, first-start recovery init, the command line)
-# lives in launch.py beside this file, which is unit-tested; it prints what it
-# does and then replaces itself with
+# is the package's one launcher, clickstream.launch, which is unit-tested; it
+# prints what it does and then replaces itself with
 #   python -m bytewax.run dataflows.$JOB [-i ID -a ADDRS] [-w W] [-r DIR -s S -b B]
-# See launch.py's docstring and docs/deploy.md for every variable.
+# See clickstream/launch.py and docs/deploy.md for every variable.
 set -eu
 
-here=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
-exec "${PYTHON:-python}" "$here/launch.py" "$@"
+exec "${PYTHON:-python}" -m clickstream.launch "$@"

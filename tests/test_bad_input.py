@@ -8,7 +8,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 from collections import Counter
 
 import orjson
@@ -18,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clickstream.read_topic import read_all
-from conftest import ROOT
+from conftest import ROOT, job_command
 from operators.decode import decode_batch
 from operators.event_parsing import DECODE_REASONS
 from operators.record_mapping import parse_click, parse_profile
@@ -133,7 +132,7 @@ def test_ten_thousand_malformed_records_all_reach_the_dlq(broker, topic_names):
     assert producer.flush(60) == 0
 
     proc = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", "dataflows.clicks", "-w", "2"],
+        job_command("clicks", "-w", "2"),
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
              "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "KAFKA_TAIL": "false",
              "CLICKS_TOPIC": t["clicks"], "PROFILES_TOPIC": t["profiles"],
@@ -159,7 +158,7 @@ def test_a_record_the_broker_rejects_stops_the_job_loudly(broker, topic_names):
     producer.produce(t["clicks"], orjson.dumps({"user_id": "u", "ts": T0, "blob": "x" * 5000}), b"u")
     assert producer.flush(30) == 0
     proc = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", "dataflows.clicks"],
+        job_command("clicks"),
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
              "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "KAFKA_TAIL": "false",
              "KAFKA_MESSAGE_MAX_BYTES": "4000",

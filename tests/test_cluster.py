@@ -1,11 +1,10 @@
 """Scale-out: the clicks and top_users jobs as a cluster of 2 processes on loopback
-(`-i 0/1 -a "127.0.0.1:P0;127.0.0.1:P1"`) write exactly what a 1-worker run writes."""
+(`-i 0/1 -a "127.0.0.1:P0;127.0.0.1:P1"`, from the launcher) write exactly what a 1-worker run writes."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections import Counter
 
 import orjson
@@ -14,7 +13,7 @@ import pytest
 from clickstream.broker import free_port
 from clickstream.generate import GenerateOptions, produce
 from clickstream.read_topic import read_all
-from conftest import ROOT
+from conftest import ROOT, job_command
 
 pytestmark = pytest.mark.broker
 
@@ -23,13 +22,14 @@ OPTIONS = GenerateOptions(users=120, clicks=4000, versions_per_user=3, seed=21, 
 
 
 def run(job: str, env: dict, processes: int) -> None:
-    base = [sys.executable, "-m", "bytewax.run", f"dataflows.{job}"]
+    """The launcher turns BYTEWAX_ADDRESSES / BYTEWAX_PROCESS_ID into ``-i ID -a ADDRS``."""
     if processes == 1:
-        procs = [subprocess.Popen(base, env=env, stderr=subprocess.PIPE, text=True)]
+        procs = [subprocess.Popen(job_command(job), env=env, stderr=subprocess.PIPE, text=True)]
     else:
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
         procs = [
-            subprocess.Popen(base + ["-i", str(i), "-a", addresses], env=env, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(job_command(job), stderr=subprocess.PIPE, text=True,
+                             env={**env, "BYTEWAX_ADDRESSES": addresses, "BYTEWAX_PROCESS_ID": str(i)})
             for i in range(processes)
         ]
     for proc in procs:

@@ -13,7 +13,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -25,7 +24,7 @@ from confluent_kafka import Producer
 
 from clickstream.generate import GenerateOptions, generate_records, produce
 from clickstream.read_topic import read_all
-from conftest import ROOT
+from conftest import ROOT, job_command
 from operators.record_mapping import parse_click
 from operators.records import DeadLetter, SourceRecord
 
@@ -39,9 +38,8 @@ SEED = int(os.environ.get("CRASH_TEST_SEED", str(random.randrange(1_000_000))))
 def start_job(job: str, env: dict, recovery: Path, log_path: Path, workers: int = 1) -> subprocess.Popen:
     log = open(log_path, "ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "clickstream.run_job", job, "--recovery-dir", str(recovery),
-         "--snapshot-seconds", "1", "--", "-w", str(workers)],
-        env=env,
+        job_command(job, "-w", str(workers)),
+        env={**env, "RECOVERY_DIR": str(recovery), "RECOVERY_SNAPSHOT_SECONDS": "1"},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -108,7 +106,7 @@ def describe_duplicates(bootstrap: str, topic: str, duplicated: dict, log_path: 
             copies.setdefault(lineage, []).append((rec.partition, rec.offset))
     lines = [f"{k.decode()}: {v}" for k, v in sorted(copies.items())[:10]]
     logged = [line for line in log_path.read_text(errors="replace").splitlines()
-              if "run_job:" in line or "not be written again" in line or "Error" in line]
+              if "entrypoint:" in line or "not be written again" in line or "Error" in line]
     return "\n".join(["copies (partition, offset):", *lines, "job log:", *logged[-60:]])
 
 

@@ -36,7 +36,7 @@ from clickstream.dlq_replay import (
     replay_item,
 )
 from clickstream.read_topic import Record, read_all
-from conftest import ROOT
+from conftest import ROOT, job_command
 
 T0 = 1735689600000  # 2025-01-01T00:00:00Z
 
@@ -278,7 +278,7 @@ def run_clicks_job(broker, t: dict, dlq: str) -> None:
         "UNMATCHED_TOPIC": t["unmatched"],
         "DLQ_TOPIC": dlq,
     }
-    proc = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.clicks"], env=env,
+    proc = subprocess.run(job_command("clicks"), env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-4000:]
 

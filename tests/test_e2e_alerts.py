@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import sys
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Dict, List, Optional, Tuple
@@ -23,7 +22,7 @@ import pytest
 from confluent_kafka import Producer
 
 from clickstream.read_topic import read_all
-from conftest import ROOT
+from conftest import ROOT, job_command
 
 pytestmark = pytest.mark.broker
 
@@ -148,7 +147,7 @@ def run_alerts_job(broker, env_overrides: dict, workers: int) -> subprocess.Comp
         **env_overrides,
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", "dataflows.alerts", "-w", str(workers)],
+        job_command("alerts", "-w", str(workers)),
         env=env,
         capture_output=True,
         text=True,

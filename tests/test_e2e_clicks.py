@@ -11,7 +11,6 @@ from __future__ import annotations
 import bisect
 import os
 import subprocess
-import sys
 from collections import Counter, defaultdict
 from datetime import datetime
 from typing import Dict, List, Optional, Tuple
@@ -21,7 +20,7 @@ import pytest
 
 from clickstream.generate import GenerateOptions, generate_records, produce
 from clickstream.read_topic import read_all
-from conftest import ROOT
+from conftest import ROOT, job_command
 
 pytestmark = pytest.mark.broker
 
@@ -126,7 +125,7 @@ def run_clicks_job(broker, env_overrides: dict, workers: int) -> subprocess.Comp
         **env_overrides,
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", "dataflows.clicks", "-w", str(workers)],
+        job_command("clicks", "-w", str(workers)),
         env=env,
         capture_output=True,
         text=True,

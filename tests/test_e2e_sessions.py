@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -28,7 +27,7 @@ import pytest
 from confluent_kafka import Producer
 
 from clickstream.read_topic import read_all
-from conftest import ROOT
+from conftest import ROOT, job_command
 
 pytestmark = pytest.mark.broker
 
@@ -160,7 +159,7 @@ def run_sessions_job(broker, env_overrides: dict, workers: int) -> float:
     }
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", "dataflows.sessions", "-w", str(workers)],
+        job_command("sessions", "-w", str(workers)),
         env=env,
         capture_output=True,
         text=True,

@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import ROOT
+from conftest import ROOT, job_command
 
 pytestmark = pytest.mark.broker
 
@@ -44,7 +43,7 @@ def test_live_click_is_joined_quickly_when_profiles_are_idle(broker, topic_names
         "DLQ_TOPIC": t["dlq"],
     }
     job = subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", "dataflows.clicks"],
+        job_command("clicks"),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
@@ -18,7 +17,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from clickstream.generate import GenerateOptions, generate_records, produce
 from clickstream.read_topic import read_all
-from conftest import ROOT
+from conftest import ROOT, job_command
 
 pytestmark = pytest.mark.broker
 
@@ -97,7 +96,7 @@ def test_top_users_job_emits_each_window_once_with_the_global_top(broker, clicks
     topics = {"clicks": clicks, **topic_names("top", "late", "dlq")}
     broker.create_topics({topics["top"]: 1, topics["late"]: 1, topics["dlq"]: 1})
     proc = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", "dataflows.top_users", "-w", str(workers)],
+        job_command("top_users", "-w", str(workers)),
         env=job_env(broker, topics, KAFKA_TAIL="false"),
         capture_output=True,
         text=True,
@@ -127,7 +126,7 @@ def test_idle_input_closes_windows_in_tailing_mode(broker, topic_names):
     broker.create_topics({topics["clicks"]: 2, topics["top"]: 1, topics["late"]: 1, topics["dlq"]: 1})
     env = job_env(broker, topics, KAFKA_TAIL="true", WINDOW_SECONDS="2", ALLOWED_LATENESS_SECONDS="0")
     job = subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", "dataflows.top_users"],
+        job_command("top_users"),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

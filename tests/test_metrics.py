@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 
@@ -15,7 +14,7 @@ import pytest
 from confluent_kafka import Producer
 
 from clickstream.broker import free_port
-from conftest import ROOT
+from conftest import ROOT, job_command
 
 pytestmark = pytest.mark.broker
 
@@ -48,7 +47,7 @@ def test_clicks_job_serves_metrics_and_logs_progress_without_secrets(broker, top
     port = free_port()
     log = tmp_path / "job.log"
     job = subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", "dataflows.clicks"],
+        job_command("clicks"),
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
              "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "KAFKA_TAIL": "true",
              "KAFKA_SASL_PASSWORD": "s3cret-never-logged",

@@ -27,7 +27,7 @@ from clickstream.recovery_store import (
     prune_uncommitted_snapshots,
     summarise,
 )
-from clickstream.run_job import prune_store
+from clickstream.launch import prune_store
 
 COUNT_STEP = "counts.count.stateful_flat_map.stateful.stateful_batch"
 
