@@ -67,7 +67,7 @@ from bench.common import (
     wait_for_quiet,
 )
 
-ALL_RUNS = ["baseline", "asof", "asof-nested", "asof-2proc", "running", "window",
+ALL_RUNS = ["baseline", "asof", "asof-nested", "interval", "asof-2proc", "running", "window",
             "top-baseline", "top_users", "asof-recovery"]
 
 CLICKS_TOPIC = "bench_user_clicks"
@@ -186,6 +186,7 @@ class Bench:
         if report.delivery_failures:
             raise SystemExit(f"bench: workload not delivered: {report.failure_examples}")
         self.report = report
+        self.options = options
         bad_clicks = sum(report.bad_records.get("clicks", {}).values())
         bad_profiles = sum(report.bad_records.get("profiles", {}).values())
         self.workload = {
@@ -244,17 +245,22 @@ class Bench:
         null_profile = [0]
         marker = b',"profile":null,"click_ts":'
         times = _OutputTimes()
+        clicks: set = set()
 
         def inspect(msg) -> None:
             times(msg)
             if marker in msg.value():
                 null_profile[0] += 1
+            for name, value in msg.headers() or ():
+                if name == "lineage":
+                    clicks.add(value.partition(b"|")[0])
 
         joined = count_topic(self.bootstrap, topics["joined"], inspect)
         unmatched = count_topic(self.bootstrap, topics["unmatched"], times)
         dlq = count_topic(self.bootstrap, topics["dlq"])
-        return {"joined": joined, "unmatched": unmatched, "dlq": dlq,
-                "matched": joined - null_profile[0], **times.result()}
+        late = count_topic(self.bootstrap, topics["late"]) if "late" in topics else 0
+        return {"joined": joined, "unmatched": unmatched, "dlq": dlq, "late": late,
+                "matched": joined - null_profile[0], "distinct_clicks": len(clicks), **times.result()}
 
     def _record(self, name: str, kind: str, measured, outputs: Dict[str, Any],
                 problems: List[str], extra: Optional[Dict[str, Any]] = None) -> None:
@@ -323,9 +329,9 @@ class Bench:
         delete_topics(self.admin, topics.values())
 
     def run_clicks(self, name: str, extra_env: Dict[str, str], processes: int = 1,
-                   recovery: bool = False, exact_matched: bool = True) -> None:
-        topics = self._topics(name, "joined", "unmatched", "dlq")
-        env = self._clicks_env(topics, extra_env)
+                   recovery: bool = False, exact_matched: bool = True, pairs: bool = False) -> None:
+        topics = self._topics(name, "joined", "unmatched", "dlq", "late")
+        env = self._clicks_env(topics, {"LATE_TOPIC": topics["late"], **extra_env})
         settings: Dict[str, str] = {}  # the launcher's variables
         recovery_dir = None
         if recovery:
@@ -347,7 +353,8 @@ class Bench:
                         for i in range(processes)]
         measured = self._measure(name, commands, env)
         outputs = self._count_clicks_outputs(topics)
-        problems = self._check_clicks(outputs, exact_matched=exact_matched)
+        problems = (self._check_pairs(outputs) if pairs
+                    else self._check_clicks(outputs, exact_matched=exact_matched))
         extra: Dict[str, Any] = {"processes": processes, "env": extra_env}
         if recovery_dir is not None:
             extra["recovery_store_mb"] = round(
@@ -464,6 +471,22 @@ class Bench:
             problems.append(f"dead letters {outputs['dlq']:,} != bad records {bad:,}")
         if exact_matched and outputs["matched"] != w["expected_matched"]:
             problems.append(f"matched {outputs['matched']:,} != expected {w['expected_matched']:,}")
+        return problems
+
+    def _check_pairs(self, outputs: Dict[str, int]) -> List[str]:
+        """The interval run: each expected pair once, each click without one once."""
+        from bench.interval import expected_pairs
+
+        pairs, lone = expected_pairs(self.options)
+        w, problems = self.workload, []
+        got = (outputs["matched"], outputs["joined"] - outputs["matched"])
+        if got != (pairs, lone):
+            problems.append(f"(pairs, lone clicks) {got} != expected {(pairs, lone)}")
+        if outputs["distinct_clicks"] != w["clicks_valid"] or outputs["late"]:
+            problems.append(f"distinct clicks {outputs['distinct_clicks']:,} != valid "
+                            f"{w['clicks_valid']:,}, or late {outputs['late']}")
+        if outputs["dlq"] != w["clicks_bad"] + w["profiles_bad"]:
+            problems.append(f"dead letters {outputs['dlq']:,} != bad records")
         return problems
 
     def _check_top(self, outputs: Dict[str, Any], compare: bool) -> List[str]:
@@ -616,6 +639,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 bench.run_clicks(name, {})
             elif name == "asof-nested":
                 bench.run_clicks(name, bench.nested_workload())
+            elif name == "interval":
+                from bench.interval import INTERVAL_ENV
+
+                bench.run_clicks(name, INTERVAL_ENV, exact_matched=False, pairs=True)
             elif name == "asof-2proc":
                 bench.run_clicks(name, {}, processes=2)
             elif name == "running":

@@ -44,7 +44,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import bytewax.operators as op
-from bytewax.dataflow import Stream, operator
+from bytewax.dataflow import Dataflow, Stream, operator
 
 from operators.metrics import EVICTIONS, STATE_SIZE
 from operators.progress import CLICKS, PROFILES, InputProgress, ShardInput, ShardRouter
@@ -353,6 +353,27 @@ def asof_join(
         time, i.e. for the next broadcast, so this bounds that wait; the
         profiles source's heartbeat should be as short (see
         ``dataflows.clicks``).
+
+    Example: ann's click at 5 s meets her version from 1 s, not the one from
+    9 s; bob has no version; each click yields one result:
+
+    >>> from bytewax.testing import TestingSink, TestingSource, run_main
+    >>> from operators.testing import batch, event, finished
+    >>> flow = Dataflow("asof_example")
+    >>> clicks = op.input("clicks", flow, TestingSource([
+    ...     batch("clicks", [event("ann", 5_000, b'{"page":"/"}'), event("bob", 6_000)]),
+    ...     finished("clicks")]))
+    >>> profiles = op.input("profiles", flow, TestingSource([
+    ...     batch("profiles", [event("ann", 1_000, b'{"tier":"free"}', topic="profiles"),
+    ...                        event("ann", 9_000, b'{"tier":"gold"}', topic="profiles")]),
+    ...     finished("profiles")]))
+    >>> joined = asof_join("join", clicks, profiles, ttl=timedelta(hours=1),
+    ...                    wait=timedelta(seconds=10), lateness=timedelta(0), shards=2).joined
+    >>> out = []
+    >>> op.output("out", joined, TestingSink(out))
+    >>> run_main(flow)
+    >>> sorted((r.click.key, r.click.ts_ms, r.profile and r.profile.value) for rs in out for r in rs)
+    [('ann', 5000, b'{"tier":"free"}'), ('bob', 6000, None)]
     """
     if shards < 1:
         raise ValueError("shards must be >= 1")

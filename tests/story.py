@@ -14,6 +14,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
+from operators import testing
 from operators.asof_join import asof_join
 from operators.records import (
     Click,
@@ -45,21 +46,14 @@ def _offset(name: str) -> int:
     return int.from_bytes(name.encode()[:6].ljust(6, b"\0"), "big")
 
 
-def batch(
-    topic: str,
-    items: Sequence,
-    *,
-    partition: int = 0,
-    partitions: int = 1,
-    status: PartitionStatus = PartitionStatus.READING,
-    polled_at_ms: int = T0,
-) -> DecodedBatch:
-    max_ts = max((i.ts_ms for i in items), default=None)
-    return DecodedBatch(topic, partition, partitions, list(items), max_ts, status, polled_at_ms)
+def batch(topic: str, items: Sequence, *, partition: int = 0, partitions: int = 1,
+          status: PartitionStatus = PartitionStatus.READING, polled_at_ms: int = T0) -> DecodedBatch:
+    return testing.batch(topic, items, partition=partition, partitions=partitions, status=status,
+                         polled_at_ms=polled_at_ms)
 
 
 def finished(topic: str, partition: int = 0, partitions: int = 1) -> DecodedBatch:
-    return batch(topic, [], partition=partition, partitions=partitions, status=PartitionStatus.FINISHED)
+    return testing.finished(topic, partition=partition, partitions=partitions)
 
 
 def polls(topic: str, *groups: Sequence, partition: int = 0, partitions: int = 1, end: bool = True) -> list:
