@@ -1,12 +1,16 @@
-"""``make demo``: the clicks enrichment job end to end on a local broker.
+"""``make demo``: the clicks job and the top_users job end to end on a local broker.
 
 1. start the local Kafka-protocol broker (Tansu) on a free loopback port;
 2. create the topics;
 3. generate seeded profiles and clicks (with bad records and unknown users);
-4. run ``python -m bytewax.run dataflows.clicks`` with ``KAFKA_TAIL=false``;
-5. read every output topic back and print a summary that accounts for every
-   record; write it to ``demo-output/summary.json``;
-6. stop the broker. Exit status 0 only if every record is accounted for.
+4. run ``python -m bytewax.run dataflows.clicks -w N`` (``--workers``, default 2)
+   with ``KAFKA_TAIL=false`` and read its output topics back;
+5. run ``python -m bytewax.run dataflows.top_users -w N`` on the same clicks
+   (its dead letters to ``top_users_dead_letters``), print a table of the top
+   users of each 30-minute window and draw them in ``demo-output/top_users.png``;
+6. stop the broker; print a summary that accounts for every record of the
+   clicks job and write it to ``demo-output/summary.json``. Exit status 0 only
+   if every record is accounted for.
 """
 
 from __future__ import annotations
