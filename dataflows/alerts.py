@@ -24,7 +24,7 @@ from bytewax.dataflow import Dataflow
 
 from clickstream.settings import AlertsSettings, ConfigError, KafkaConnection, load_settings
 from dataflows.common import clicks_input, lazy_flow, settings_from_env, write_windowed_outputs
-from operators.click_alerts import RateAlert, click_alerts
+from operators.click_alerts import RateAlert, SlidingWindowError, click_alerts, sliding_window_ms
 from operators.event_parsing import format_event_time
 from operators.records import OutMessage
 
@@ -41,23 +41,25 @@ def alert_message(alert: RateAlert, topic: str) -> OutMessage:
 
 
 def check_windows(settings: AlertsSettings) -> None:
-    """Window and slide must be whole milliseconds and the window a multiple of the slide.
+    """The sliding-window rule (:func:`operators.click_alerts.sliding_window_ms`)
+    on the settings, reported with the variables' names.
 
     Pydantic already guarantees both are > 0; this is the cross-field rule.
     """
     window, slide = settings.rate_window_seconds, settings.rate_slide_seconds
-    problems = []
-    for name, seconds in (("RATE_WINDOW_SECONDS", window), ("RATE_SLIDE_SECONDS", slide)):
-        ms = seconds * 1000
-        if round(ms) < 1 or abs(ms - round(ms)) > 1e-6:
-            problems.append(f"{name}: must be a whole number of milliseconds, at least 0.001 (got {seconds:g})")
-    if not problems and round(window * 1000) % round(slide * 1000):
-        problems.append(
+    try:
+        sliding_window_ms(window, slide)
+    except SlidingWindowError as exc:
+        names = {"window": ("RATE_WINDOW_SECONDS", window), "slide": ("RATE_SLIDE_SECONDS", slide)}
+        problems = [
+            f"{names[field][0]}: must be a whole number of milliseconds, at least 0.001 "
+            f"(got {names[field][1]:g})"
+            for field in exc.not_whole
+        ] or [
             "RATE_WINDOW_SECONDS: must be a whole multiple of RATE_SLIDE_SECONDS "
             f"(got {window:g} and {slide:g})"
-        )
-    if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+        ]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
 
 
 def build_flow(settings: AlertsSettings, kafka: KafkaConnection) -> Dataflow:
