@@ -12,7 +12,8 @@ one message per (user, window) whose count is above ``ALERT_THRESHOLD``.
 Windows are ``RATE_WINDOW_SECONDS`` long and start every
 ``RATE_SLIDE_SECONDS`` (which must divide the window). Clicks that arrive
 after one of their windows closed go to ``LATE_TOPIC``; bad records to
-``DLQ_TOPIC``. See :mod:`operators.click_alerts`.
+``DLQ_TOPIC``. See :mod:`operators.click_alerts`; the flow around it is
+:class:`dataflows._windowed.WindowedJob`'s.
 """
 
 from __future__ import annotations
@@ -20,24 +21,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import orjson
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Stream
 
-from clickstream.settings import AlertsSettings, ConfigError, KafkaConnection, load_settings
-from dataflows.common import clicks_input, lazy_flow, settings_from_env, write_windowed_outputs
+from clickstream.settings import AlertsSettings, ConfigError
+from dataflows._windowed import WindowedJob, WindowedStreams
+from dataflows.common import lazy_flow
 from operators.click_alerts import RateAlert, SlidingWindowError, click_alerts, sliding_window_ms
 from operators.event_parsing import format_event_time
-from operators.records import OutMessage
-
-
-def alert_message(alert: RateAlert, topic: str) -> OutMessage:
-    value = {
-        "user_id": alert.key,
-        "window_start": format_event_time(alert.window_start_ms),
-        "window_end": format_event_time(alert.window_end_ms),
-        "clicks": alert.clicks,
-    }
-    lineage = f"alert:{alert.key}:{alert.window_start_ms}".encode()
-    return OutMessage(topic, alert.key.encode(), orjson.dumps(value), None, lineage)
+from operators.records import DecodedBatch, OutMessage
 
 
 def check_windows(settings: AlertsSettings) -> None:
@@ -62,33 +53,34 @@ def check_windows(settings: AlertsSettings) -> None:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
 
 
-def build_flow(settings: AlertsSettings, kafka: KafkaConnection) -> Dataflow:
-    check_windows(settings)
-    config = kafka.to_librdkafka()
-    flow = Dataflow("alerts")
-    clicks = clicks_input(flow, settings, config)
+def windows(settings: AlertsSettings, clicks: Stream[DecodedBatch]) -> WindowedStreams:
     rates = click_alerts(
         "click_alerts",
-        clicks.oks,
+        clicks,
         window=timedelta(seconds=settings.rate_window_seconds),
         slide=timedelta(seconds=settings.rate_slide_seconds),
         threshold=settings.alert_threshold,
         lateness=timedelta(seconds=settings.allowed_lateness_seconds),
         shards=settings.state_shards,
     )
-    topic = settings.alerts_topic
-    write_windowed_outputs(
-        config, settings, clicks, rates.alerts, rates.late, lambda x: alert_message(x, topic),
-        topic,
-    )
-    return flow
+    return rates.alerts, rates.late
 
 
-def flow_from_env() -> Dataflow:
-    # The cross-field rule first, before a Kafka client is built or anything logged.
-    check_windows(load_settings(AlertsSettings)[0])
-    settings, kafka = settings_from_env(AlertsSettings, "alerts")
-    return build_flow(settings, kafka)
+def alert_message(alert: RateAlert, topic: str) -> OutMessage:
+    value = {
+        "user_id": alert.key,
+        "window_start": format_event_time(alert.window_start_ms),
+        "window_end": format_event_time(alert.window_end_ms),
+        "clicks": alert.clicks,
+    }
+    lineage = f"alert:{alert.key}:{alert.window_start_ms}".encode()
+    return OutMessage(topic, alert.key.encode(), orjson.dumps(value), None, lineage)
 
 
+# The window rule is checked first, before a Kafka client is built or anything logged.
+JOB = WindowedJob(
+    "alerts", AlertsSettings, windows, alert_message,
+    results_topic=lambda settings: settings.alerts_topic, check=check_windows,
+)
+build_flow, flow_from_env = JOB.build_flow, JOB.flow_from_env
 __getattr__ = lazy_flow(flow_from_env)

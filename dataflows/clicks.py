@@ -29,7 +29,14 @@ from clickstream.settings import (
     KafkaConnection,
     OutputShape,
 )
-from dataflows.common import clicks_input, kafka_input, lazy_flow, settings_from_env, write_outputs
+from dataflows.common import (
+    clicks_input,
+    job_settings,
+    kafka_input,
+    lazy_flow,
+    start_job_runtime,
+    write_outputs,
+)
 from operators.asof_join import asof_join
 from operators.join_output import FlatShape, encode_results
 from operators.records import DecodedBatch, JoinResult
@@ -114,7 +121,8 @@ def build_flow(settings: ClicksSettings, kafka: KafkaConnection) -> Dataflow:
 
 def flow_from_env() -> Dataflow:
     """Build the dataflow from environment variables; exits with a clear message if bad."""
-    settings, kafka = settings_from_env(ClicksSettings, "clicks")
+    settings, kafka = job_settings(ClicksSettings)
+    start_job_runtime("clicks", settings, kafka)
     log.info(
         "strategy=%s mode=%s output=%s profiles=%s",
         settings.join_strategy.value,
