@@ -1,13 +1,16 @@
-"""``make demo``: the clicks enrichment job end to end on a local broker.
+"""``make demo``: the clicks job and the top_users job end to end on a local broker.
 
 1. start the local Kafka-protocol broker (Tansu) on a free loopback port;
 2. create the topics;
 3. generate seeded profiles and clicks (with bad records and unknown users);
 4. run the clicks job (``python -m clickstream.launch clicks``, the one launcher)
-   with ``KAFKA_TAIL=false``, then the top_users job;
-5. read every output topic back and print a summary that accounts for every
-   record; write it to ``demo-output/summary.json``;
-6. stop the broker. Exit status 0 only if every record is accounted for.
+   with ``KAFKA_TAIL=false`` and read its output topics back;
+5. run the top_users job on the same clicks (its dead letters to
+   ``top_users_dead_letters``), print a table of the top users of each
+   30-minute window and draw them in ``demo-output/top_users.png``;
+6. stop the broker; print a summary that accounts for every record of the
+   clicks job and write it to ``demo-output/summary.json``. Exit status 0 only
+   if every record is accounted for.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ one message per (user, window) whose count is above ``ALERT_THRESHOLD``.
 Windows are ``RATE_WINDOW_SECONDS`` long and start every
 ``RATE_SLIDE_SECONDS`` (which must divide the window). Clicks that arrive
 after one of their windows closed go to ``LATE_TOPIC``; bad records to
-``DLQ_TOPIC``. See :mod:`operators.click_alerts`.
+``DLQ_TOPIC``. See :mod:`operators.click_alerts`; the flow around it is
+:class:`dataflows._windowed.WindowedJob`'s.
 """
 
 from __future__ import annotations
@@ -20,13 +21,49 @@ from __future__ import annotations
 from datetime import timedelta
 
 import orjson
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Stream
 
-from clickstream.settings import AlertsSettings, ConfigError, KafkaConnection, load_settings
-from dataflows.common import clicks_input, lazy_flow, settings_from_env, write_windowed_outputs
-from operators.click_alerts import RateAlert, click_alerts
+from clickstream.settings import AlertsSettings, ConfigError
+from dataflows._windowed import WindowedJob, WindowedStreams
+from dataflows.common import lazy_flow
+from operators.click_alerts import RateAlert, SlidingWindowError, click_alerts, sliding_window_ms
 from operators.event_parsing import format_event_time
-from operators.records import OutMessage
+from operators.records import DecodedBatch, OutMessage
+
+
+def check_windows(settings: AlertsSettings) -> None:
+    """The sliding-window rule (:func:`operators.click_alerts.sliding_window_ms`)
+    on the settings, reported with the variables' names.
+
+    Pydantic already guarantees both are > 0; this is the cross-field rule.
+    """
+    window, slide = settings.rate_window_seconds, settings.rate_slide_seconds
+    try:
+        sliding_window_ms(window, slide)
+    except SlidingWindowError as exc:
+        names = {"window": ("RATE_WINDOW_SECONDS", window), "slide": ("RATE_SLIDE_SECONDS", slide)}
+        problems = [
+            f"{names[field][0]}: must be a whole number of milliseconds, at least 0.001 "
+            f"(got {names[field][1]:g})"
+            for field in exc.not_whole
+        ] or [
+            "RATE_WINDOW_SECONDS: must be a whole multiple of RATE_SLIDE_SECONDS "
+            f"(got {window:g} and {slide:g})"
+        ]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+
+
+def windows(settings: AlertsSettings, clicks: Stream[DecodedBatch]) -> WindowedStreams:
+    rates = click_alerts(
+        "click_alerts",
+        clicks,
+        window=timedelta(seconds=settings.rate_window_seconds),
+        slide=timedelta(seconds=settings.rate_slide_seconds),
+        threshold=settings.alert_threshold,
+        lateness=timedelta(seconds=settings.allowed_lateness_seconds),
+        shards=settings.state_shards,
+    )
+    return rates.alerts, rates.late
 
 
 def alert_message(alert: RateAlert, topic: str) -> OutMessage:
@@ -40,53 +77,10 @@ def alert_message(alert: RateAlert, topic: str) -> OutMessage:
     return OutMessage(topic, alert.key.encode(), orjson.dumps(value), None, lineage)
 
 
-def check_windows(settings: AlertsSettings) -> None:
-    """Window and slide must be whole milliseconds and the window a multiple of the slide.
-
-    Pydantic already guarantees both are > 0; this is the cross-field rule.
-    """
-    window, slide = settings.rate_window_seconds, settings.rate_slide_seconds
-    problems = []
-    for name, seconds in (("RATE_WINDOW_SECONDS", window), ("RATE_SLIDE_SECONDS", slide)):
-        ms = seconds * 1000
-        if round(ms) < 1 or abs(ms - round(ms)) > 1e-6:
-            problems.append(f"{name}: must be a whole number of milliseconds, at least 0.001 (got {seconds:g})")
-    if not problems and round(window * 1000) % round(slide * 1000):
-        problems.append(
-            "RATE_WINDOW_SECONDS: must be a whole multiple of RATE_SLIDE_SECONDS "
-            f"(got {window:g} and {slide:g})"
-        )
-    if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
-
-
-def build_flow(settings: AlertsSettings, kafka: KafkaConnection) -> Dataflow:
-    check_windows(settings)
-    config = kafka.to_librdkafka()
-    flow = Dataflow("alerts")
-    clicks = clicks_input(flow, settings, config)
-    rates = click_alerts(
-        "click_alerts",
-        clicks.oks,
-        window=timedelta(seconds=settings.rate_window_seconds),
-        slide=timedelta(seconds=settings.rate_slide_seconds),
-        threshold=settings.alert_threshold,
-        lateness=timedelta(seconds=settings.allowed_lateness_seconds),
-        shards=settings.state_shards,
-    )
-    topic = settings.alerts_topic
-    write_windowed_outputs(
-        config, settings, clicks, rates.alerts, rates.late, lambda x: alert_message(x, topic),
-        topic,
-    )
-    return flow
-
-
-def flow_from_env() -> Dataflow:
-    # The cross-field rule first, before a Kafka client is built or anything logged.
-    check_windows(load_settings(AlertsSettings)[0])
-    settings, kafka = settings_from_env(AlertsSettings, "alerts")
-    return build_flow(settings, kafka)
-
-
+# The window rule is checked first, before a Kafka client is built or anything logged.
+JOB = WindowedJob(
+    "alerts", AlertsSettings, windows, alert_message,
+    results_topic=lambda settings: settings.alerts_topic, check=check_windows,
+)
+build_flow, flow_from_env = JOB.build_flow, JOB.flow_from_env
 __getattr__ = lazy_flow(flow_from_env)

@@ -31,14 +31,15 @@ from clickstream.settings import (
 )
 from dataflows.common import (
     clicks_input,
+    job_settings,
     kafka_input,
-    late_click_message,
     lazy_flow,
-    settings_from_env,
+    start_job_runtime,
     write_outputs,
 )
 from operators.asof_join import asof_join
 from operators.interval_join import interval_join
+from operators.late_output import late_click_message
 from operators.join_output import FlatShape, encode_results
 from operators.records import DecodedBatch, JoinResult, LateClick
 
@@ -151,7 +152,8 @@ def build_flow(settings: ClicksSettings, kafka: KafkaConnection) -> Dataflow:
 
 def flow_from_env() -> Dataflow:
     """Build the dataflow from environment variables; exits with a clear message if bad."""
-    settings, kafka = settings_from_env(ClicksSettings, "clicks")
+    settings, kafka = job_settings(ClicksSettings)
+    start_job_runtime("clicks", settings, kafka)
     log.info(
         "strategy=%s mode=%s output=%s profiles=%s",
         settings.join_strategy.value,

@@ -1,12 +1,12 @@
-"""Wiring shared by every job: settings from the environment, the clicks input
-(decoded, with dead letters), late-click messages and the Kafka output."""
+"""Wiring shared by every job: settings from the environment, the runtime
+start-up, the clicks input (decoded, with dead letters) and the Kafka output."""
 
 from __future__ import annotations
 
 import gc
 import logging
 from datetime import timedelta
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
@@ -14,21 +14,37 @@ from bytewax.dataflow import Dataflow, Stream
 from clickstream.settings import CommonSettings, ConfigError, KafkaConnection, load_settings
 from operators.dead_letters import dead_letter_messages
 from operators.decode import DecodeOut, decode
-from operators.event_parsing import format_event_time
 from operators.record_mapping import RecordMapping
 from operators.exactly_once_sink import kafka_output
-from operators.metrics import LATE, RESULTS, serve_metrics, start_progress_log
+from operators.metrics import serve_metrics, start_progress_log
 from operators.kafka_source import KafkaBatchSource
-from operators.records import LateClick, OutMessage
+
+S = TypeVar("S", bound=CommonSettings)
 
 
-def settings_from_env(cls: type, job: str) -> Tuple[CommonSettings, KafkaConnection]:
-    """Validated settings and Kafka connection; exits with a clear message if bad."""
+def job_settings(
+    cls: type[S], check: Optional[Callable[[S], None]] = None
+) -> Tuple[S, KafkaConnection]:
+    """Validated settings and Kafka connection from the environment, nothing else.
+
+    ``check``: a job's own cross-field rule, run before the librdkafka
+    properties are checked. Raises :class:`ConfigError` (which exits with
+    only its message) when something is bad.
+    """
+    settings, kafka = load_settings(cls)
+    if check is not None:
+        check(settings)
+    check_kafka_config(kafka)
+    return settings, kafka
+
+
+def start_job_runtime(job: str, settings: CommonSettings, kafka: KafkaConnection) -> None:
+    """The process-wide side effects of running ``job``, once, before its flow
+    is built: logging (and the start-up line with the redacted settings), the
+    GC tuning, the metrics server and the progress-log thread."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings, kafka = load_settings(cls)
-    check_kafka_config(kafka)
     logging.getLogger(f"dataflows.{job}").info(
         "%s job: tail=%s kafka=%s clicks=%s", job, settings.kafka_tail, kafka.redacted(),
         settings.clicks_mapping(),
@@ -36,7 +52,6 @@ def settings_from_env(cls: type, job: str) -> Tuple[CommonSettings, KafkaConnect
     tune_gc()
     serve_metrics(settings.metrics_port)
     start_progress_log(job, settings.progress_interval_seconds)
-    return settings, kafka
 
 
 def tune_gc() -> None:
@@ -77,12 +92,8 @@ def check_kafka_config(kafka: KafkaConnection) -> None:
 
 
 def kafka_input(
-    flow: Dataflow,
-    step_id: str,
-    topic: str,
-    mapping: RecordMapping,
-    settings: CommonSettings,
-    config: Dict[str, str],
+    flow: Dataflow, step_id: str, topic: str, mapping: RecordMapping,
+    settings: CommonSettings, config: Dict[str, str],
     heartbeat: timedelta = timedelta(milliseconds=100),
 ) -> DecodeOut:
     """Read ``topic`` as position-reporting batches and decode them with ``mapping``.
@@ -90,16 +101,11 @@ def kafka_input(
     ``heartbeat``: how often a caught-up, idle partition reports its position.
     """
     source = KafkaBatchSource(
-        config,
-        topic,
-        tail=settings.kafka_tail,
-        batch_size=settings.source_batch_size,
+        config, topic, tail=settings.kafka_tail, batch_size=settings.source_batch_size,
         heartbeat_s=heartbeat.total_seconds(),
     )
     return decode(
-        f"decode_{step_id}",
-        op.input(f"{step_id}_in", flow, source),
-        mapping,
+        f"decode_{step_id}", op.input(f"{step_id}_in", flow, source), mapping,
         settings.max_record_bytes,
     )
 
@@ -110,29 +116,9 @@ def clicks_input(flow: Dataflow, settings: CommonSettings, config: Dict[str, str
     )
 
 
-def late_click_message(late: LateClick, topic: str) -> OutMessage:
-    """The original click (bytes and key) with headers naming the window it missed."""
-    click = late.click
-    headers = [
-        ("late.window_start", format_event_time(late.window_start_ms).encode()),
-        ("late.window_end", format_event_time(late.window_end_ms).encode()),
-        ("late.watermark", format_event_time(late.watermark_ms).encode()),
-        ("late.event_time", format_event_time(click.ts_ms).encode()),
-        ("late.topic", click.topic.encode()),
-        ("late.partition", str(click.partition).encode()),
-        ("late.offset", str(click.offset).encode()),
-    ]
-    lineage = f"late:{click.topic}/{click.partition}/{click.offset}".encode()
-    return OutMessage(topic, click.message_key, click.value, headers, lineage)
-
-
 def write_outputs(
-    flow_step: str,
-    config: Dict[str, str],
-    dlq_topic: str,
-    dead: List[Stream],
-    results: List[Stream],
-    topics: List[str],
+    flow_step: str, config: Dict[str, str], dlq_topic: str,
+    dead: List[Stream], results: List[Stream], topics: List[str],
 ) -> None:
     """Merge result message lists and dead letters into the exactly-once Kafka
     output; ``topics`` lists every topic the results may name."""
@@ -146,36 +132,6 @@ def write_outputs(
         op.merge(f"{flow_step}_all_out", dead_messages, *results),
         config,
         [*topics, dlq_topic],
-    )
-
-
-def write_windowed_outputs(
-    config: Dict[str, str],
-    settings: CommonSettings,
-    clicks: DecodeOut,
-    results: Stream,
-    late: Stream[List[LateClick]],
-    encode_result: Callable[[object], OutMessage],
-    results_topic: str,
-) -> None:
-    """A windowed job's outputs: results, late clicks to LATE_TOPIC, dead letters."""
-    late_topic = settings.late_topic
-    job = results_topic
-    results_count, late_count = RESULTS.labels(job), LATE.labels(job)
-
-    def encode_all(xs: list) -> List[OutMessage]:
-        results_count.inc(len(xs))
-        return [encode_result(x) for x in xs]
-
-    def encode_late(ls: List[LateClick]) -> List[OutMessage]:
-        late_count.inc(len(ls))
-        return [late_click_message(x, late_topic) for x in ls]
-
-    encoded = op.map("encode", results, encode_all)
-    late_messages = op.map("encode_late", late, encode_late)
-    write_outputs(
-        "out", config, settings.dlq_topic, [clicks.errs], [encoded, late_messages],
-        [results_topic, late_topic],
     )
 
 

@@ -10,7 +10,8 @@ key = user id (UTF-8), value::
 
 ``start`` and ``end`` are the first and last click's event time. Clicks whose
 session had already closed go to ``LATE_TOPIC``; bad records to
-``DLQ_TOPIC``. See :mod:`operators.user_sessions` for the semantics.
+``DLQ_TOPIC``. See :mod:`operators.user_sessions` for the semantics; the flow
+around it is :class:`dataflows._windowed.WindowedJob`'s.
 """
 
 from __future__ import annotations
@@ -18,13 +19,25 @@ from __future__ import annotations
 from datetime import timedelta
 
 import orjson
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Stream
 
-from clickstream.settings import KafkaConnection, SessionsSettings
-from dataflows.common import clicks_input, lazy_flow, settings_from_env, write_windowed_outputs
+from clickstream.settings import SessionsSettings
+from dataflows._windowed import WindowedJob, WindowedStreams
+from dataflows.common import lazy_flow
 from operators.event_parsing import format_event_time
-from operators.records import OutMessage
+from operators.records import DecodedBatch, OutMessage
 from operators.user_sessions import Session, user_sessions
+
+
+def windows(settings: SessionsSettings, clicks: Stream[DecodedBatch]) -> WindowedStreams:
+    out = user_sessions(
+        "user_sessions",
+        clicks,
+        gap=timedelta(seconds=settings.session_gap_seconds),
+        lateness=timedelta(seconds=settings.allowed_lateness_seconds),
+        shards=settings.state_shards,
+    )
+    return out.sessions, out.late
 
 
 def session_message(session: Session, topic: str) -> OutMessage:
@@ -38,28 +51,9 @@ def session_message(session: Session, topic: str) -> OutMessage:
     return OutMessage(topic, session.key.encode(), orjson.dumps(value), None, lineage)
 
 
-def build_flow(settings: SessionsSettings, kafka: KafkaConnection) -> Dataflow:
-    config = kafka.to_librdkafka()
-    flow = Dataflow("sessions")
-    clicks = clicks_input(flow, settings, config)
-    out = user_sessions(
-        "user_sessions",
-        clicks.oks,
-        gap=timedelta(seconds=settings.session_gap_seconds),
-        lateness=timedelta(seconds=settings.allowed_lateness_seconds),
-        shards=settings.state_shards,
-    )
-    topic = settings.sessions_topic
-    write_windowed_outputs(
-        config, settings, clicks, out.sessions, out.late, lambda s: session_message(s, topic),
-        topic,
-    )
-    return flow
-
-
-def flow_from_env() -> Dataflow:
-    settings, kafka = settings_from_env(SessionsSettings, "sessions")
-    return build_flow(settings, kafka)
-
-
+JOB = WindowedJob(
+    "sessions", SessionsSettings, windows, session_message,
+    results_topic=lambda settings: settings.sessions_topic,
+)
+build_flow, flow_from_env = JOB.build_flow, JOB.flow_from_env
 __getattr__ = lazy_flow(flow_from_env)

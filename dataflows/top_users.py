@@ -8,7 +8,8 @@ key = window start (ISO-8601 UTC), value::
      "top": [{"user_id": "u1", "clicks": 42}, ...]}
 
 Clicks whose window had already closed go to ``LATE_TOPIC``; bad records to
-``DLQ_TOPIC``. See :mod:`operators.top_users`.
+``DLQ_TOPIC``. See :mod:`operators.top_users`; the flow around it is
+:class:`dataflows._windowed.WindowedJob`'s.
 """
 
 from __future__ import annotations
@@ -16,13 +17,26 @@ from __future__ import annotations
 from datetime import timedelta
 
 import orjson
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Stream
 
-from clickstream.settings import KafkaConnection, TopUsersSettings
-from dataflows.common import clicks_input, lazy_flow, settings_from_env, write_windowed_outputs
+from clickstream.settings import TopUsersSettings
+from dataflows._windowed import WindowedJob, WindowedStreams
+from dataflows.common import lazy_flow
 from operators.event_parsing import format_event_time
-from operators.records import OutMessage
+from operators.records import DecodedBatch, OutMessage
 from operators.top_users import WindowTop, top_users
+
+
+def windows(settings: TopUsersSettings, clicks: Stream[DecodedBatch]) -> WindowedStreams:
+    tops = top_users(
+        "top_users",
+        clicks,
+        window=timedelta(seconds=settings.window_seconds),
+        lateness=timedelta(seconds=settings.allowed_lateness_seconds),
+        top_n=settings.top_n,
+        shards=settings.state_shards,
+    )
+    return tops.windows, tops.late
 
 
 def window_message(window: WindowTop, topic: str) -> OutMessage:
@@ -35,29 +49,9 @@ def window_message(window: WindowTop, topic: str) -> OutMessage:
     return OutMessage(topic, start.encode(), orjson.dumps(value), None, b"top:" + start.encode())
 
 
-def build_flow(settings: TopUsersSettings, kafka: KafkaConnection) -> Dataflow:
-    config = kafka.to_librdkafka()
-    flow = Dataflow("top_users")
-    clicks = clicks_input(flow, settings, config)
-    tops = top_users(
-        "top_users",
-        clicks.oks,
-        window=timedelta(seconds=settings.window_seconds),
-        lateness=timedelta(seconds=settings.allowed_lateness_seconds),
-        top_n=settings.top_n,
-        shards=settings.state_shards,
-    )
-    topic = settings.top_users_topic
-    write_windowed_outputs(
-        config, settings, clicks, tops.windows, tops.late, lambda w: window_message(w, topic),
-        topic,
-    )
-    return flow
-
-
-def flow_from_env() -> Dataflow:
-    settings, kafka = settings_from_env(TopUsersSettings, "top_users")
-    return build_flow(settings, kafka)
-
-
+JOB = WindowedJob(
+    "top_users", TopUsersSettings, windows, window_message,
+    results_topic=lambda settings: settings.top_users_topic,
+)
+build_flow, flow_from_env = JOB.build_flow, JOB.flow_from_env
 __getattr__ = lazy_flow(flow_from_env)

@@ -35,9 +35,8 @@ from operators.event_time_shard import (
     Emitted,
     EventTimeShardLogic,
     closed_through,
-    split_emitted,
+    sharded_windows,
 )
-from operators.progress import CLICKS, ShardRouter
 from operators.records import BEGINNING_OF_TIME_MS, Click, DecodedBatch, LateClick
 
 
@@ -50,16 +49,47 @@ class RateAlert(NamedTuple):
     clicks: int
 
 
-def window_ms_of(window: timedelta, slide: timedelta) -> Tuple[int, int]:
-    """(window ms, slide ms), checked: both positive, window a whole multiple of slide."""
-    window_ms = round(window.total_seconds() * 1000)
-    slide_ms = round(slide.total_seconds() * 1000)
-    if window_ms < 1 or slide_ms < 1:
-        raise ValueError(f"window and slide must be at least 1 ms (got {window} and {slide})")
+class SlidingWindowError(ValueError):
+    """Window and slide break :func:`sliding_window_ms`'s rule.
+
+    ``not_whole``: the fields (``"window"``, ``"slide"``) that are not whole
+    milliseconds of at least 1 ms; when it is empty, the window is not a whole
+    multiple of the slide.
+    """
+
+    def __init__(self, window_s: float, slide_s: float, not_whole: Tuple[str, ...]):
+        self.window_s, self.slide_s, self.not_whole = window_s, slide_s, not_whole
+        if not_whole:
+            text = (
+                "window and slide must be at least 1 ms, in whole milliseconds "
+                f"(got {window_s:g} s and {slide_s:g} s)"
+            )
+        else:
+            text = (
+                "window must be a whole multiple of slide "
+                f"(got {round(window_s * 1000)} ms and {round(slide_s * 1000)} ms)"
+            )
+        super().__init__(text)
+
+
+def sliding_window_ms(window_s: float, slide_s: float) -> Tuple[int, int]:
+    """(window ms, slide ms) of a sliding window given in seconds.
+
+    The one rule, for the operator and for the alerts job's settings alike:
+    both are whole milliseconds (to within 1e-6 ms of float error), at least
+    1 ms, and the window is a whole multiple of the slide. Raises
+    :class:`SlidingWindowError` (a ``ValueError``) otherwise.
+    """
+    not_whole = tuple(
+        name
+        for name, seconds in (("window", window_s), ("slide", slide_s))
+        if round(seconds * 1000) < 1 or abs(seconds * 1000 - round(seconds * 1000)) > 1e-6
+    )
+    if not_whole:
+        raise SlidingWindowError(window_s, slide_s, not_whole)
+    window_ms, slide_ms = round(window_s * 1000), round(slide_s * 1000)
     if window_ms % slide_ms:
-        raise ValueError(
-            f"window must be a whole multiple of slide (got {window_ms} ms and {slide_ms} ms)"
-        )
+        raise SlidingWindowError(window_s, slide_s, ())
     return window_ms, slide_ms
 
 
@@ -147,20 +177,16 @@ def click_alerts(
     shards: int = 16,
 ) -> ClickAlertsOut:
     """Alert when a user has more than ``threshold`` clicks in a sliding ``window``."""
-    window_ms, slide_ms = window_ms_of(window, slide)
+    window_ms, slide_ms = sliding_window_ms(window.total_seconds(), slide.total_seconds())
     if threshold < 0 or shards < 1:
         raise ValueError("threshold must be >= 0 and shards >= 1")
     lateness_ms = round(lateness.total_seconds() * 1000)
     if lateness_ms < 0:
         raise ValueError("lateness must not be negative")
-    router = ShardRouter(CLICKS, shards)
-    keyed = op.flat_map("route", clicks, router.route)
-    counted = op.stateful_batch(
+    counted = sharded_windows(
         "count",
-        keyed,
+        clicks,
         lambda state: RateCountLogic(window_ms, slide_ms, lateness_ms, threshold, state),
+        shards,
     )
-    emitted = op.map("split", counted, lambda keyed_out: split_emitted(keyed_out[1]))
-    alerts = op.filter_map("alerts", emitted, lambda pair: pair[0] or None)
-    late = op.filter_map("late", emitted, lambda pair: pair[1] or None)
-    return ClickAlertsOut(alerts, late)
+    return ClickAlertsOut(op.key_rm("alerts", counted.results), counted.late)

@@ -16,17 +16,22 @@ avoid all three by keeping their state in shards (see
   source's heartbeat (its wall clock while caught up).
 
 Subclasses implement :meth:`add` (one click, not late) and :meth:`close`
-(everything that the watermark has closed), and their own state snapshot.
+(everything that the watermark has closed), and their own state snapshot;
+:func:`sharded_windows` is the set-up every windowed operator shares: route
+the clicks batches to the shards, run one such logic per shard, split what
+the shards emit into results and late clicks.
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Tuple
 
 import bytewax.operators as op
+from bytewax.dataflow import Stream
 
-from operators.progress import InputProgress, ShardInput
-from operators.records import END_OF_TIME_MS, Click
+from operators.progress import CLICKS, InputProgress, ShardInput, ShardRouter
+from operators.records import END_OF_TIME_MS, Click, DecodedBatch, LateClick
 
 #: Tags of what a shard emits: results of the subclass, and late clicks.
 RESULT = 0
@@ -79,8 +84,53 @@ class EventTimeShardLogic(op.StatefulBatchLogic):
         return ([out] if out else []), False
 
 
-def split_emitted(emitted: Emitted) -> Tuple[list, list]:
-    """(results, late clicks) of one shard activation."""
+@dataclass(frozen=True)
+class ShardedWindowsOut:
+    """What the shards of :func:`sharded_windows` emitted, per shard activation."""
+
+    #: (shard key, the non-empty list of results of one activation).
+    results: Stream[Tuple[str, list]]
+    late: Stream[List[LateClick]]
+
+
+def sharded_windows(
+    step_id: str,
+    clicks: Stream[DecodedBatch],
+    logic_builder: Callable[[Optional[Any]], EventTimeShardLogic],
+    shards: int,
+) -> ShardedWindowsOut:
+    """Route ``clicks`` batches to ``shards`` state shards, run one
+    :class:`EventTimeShardLogic` per shard (``logic_builder(resume_state)``),
+    and split what the shards emit into results and late clicks.
+
+    ``step_id`` names the stateful step. This is a plain function, not a
+    Bytewax ``@operator``: its steps (``route``, ``step_id``, ``split``,
+    ``results``, ``late``) are created in the calling operator's scope, so
+    the stateful step keeps the id ``<operator>.<step_id>`` under which
+    recovery stores hold its state.
+    """
+    if shards < 1:
+        raise ValueError("shards must be >= 1")
+    router = ShardRouter(CLICKS, shards)
+    keyed = op.flat_map("route", clicks, router.route)
+    emitted = op.stateful_batch(step_id, keyed, logic_builder)
+    split = op.map("split", emitted, _split_keyed)
+    results = op.filter_map("results", split, _results_of)
+    late = op.filter_map("late", split, _late_of)
+    return ShardedWindowsOut(results, late)
+
+
+def _split_keyed(keyed: Tuple[str, Emitted]) -> Tuple[str, list, list]:
+    """(shard, results, late clicks) of one shard activation."""
+    shard, emitted = keyed
     results = [item for tag, item in emitted if tag == RESULT]
     late = [item for tag, item in emitted if tag == LATE]
-    return results, late
+    return shard, results, late
+
+
+def _results_of(split: Tuple[str, list, list]) -> Optional[Tuple[str, list]]:
+    return (split[0], split[1]) if split[1] else None
+
+
+def _late_of(split: Tuple[str, list, list]) -> Optional[list]:
+    return split[2] or None

@@ -8,8 +8,10 @@ records a second time. This sink removes the duplicates:
   source topic/partition/offset, the window, the session...), written as the
   header ``lineage``;
 * the sink has one Bytewax partition per output Kafka partition, so each
-  Kafka partition has exactly one writer, which picks the Kafka partition
-  itself (``crc32(key) % partitions``, stable across runs);
+  Kafka partition has exactly one writer; messages are routed to it by
+  ``crc32(key) % partitions`` of their topic (``crc32(lineage id)`` for a
+  message without a key), stable across runs, and it produces to that Kafka
+  partition explicitly;
 * a sink partition snapshots where the next resume must start reading back:
   the highest offset it has seen delivered, or, while records written before
   the last crash have not been produced again yet, the offset of the oldest of
@@ -62,8 +64,10 @@ TAIL_END_CONFIRM_S = 0.3
 class OutputLayout:
     """Which Bytewax sink partition writes which (topic, Kafka partition).
 
-    Sink partition ``i`` (key ``"000i"``) is the i-th (topic, partition) pair,
-    topics in the given order. Partition counts are read once, lazily.
+    Sink partition ``i`` is the i-th (topic, Kafka partition) pair, topics in
+    the given order; it is named ``f"{i:06d}"`` (``"000000"``, ``"000001"``...)
+    and messages are routed to it under the item key ``str(i)``, which
+    ``part_fn`` turns back into ``i``. Partition counts are read once, lazily.
     """
 
     def __init__(self, config: Dict[str, str], topics: List[str]):
@@ -88,7 +92,8 @@ class OutputLayout:
         return [(t, p) for t in self.topics for p in range(counts[t])]
 
     def route(self, messages: List[OutMessage]) -> List[Tuple[str, List[OutMessage]]]:
-        """Group messages by destination slot; the key is the slot index."""
+        """Group messages by destination slot; the key is the slot index as a
+        decimal string (``"7"``, not zero-padded)."""
         counts = self.counts()
         base = self._base
         groups: Dict[int, List[OutMessage]] = {}

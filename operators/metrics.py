@@ -21,11 +21,16 @@ DEAD_LETTERED = Counter(
 )
 JOINED = Counter("clickstream_joined", "Clicks joined with a profile")
 UNMATCHED = Counter("clickstream_unmatched", "Clicks emitted without a profile")
+#: ``job``: the windowed job's name (top_users, alerts, sessions).
 LATE = Counter("clickstream_late", "Clicks whose window had already closed", ["job"])
 RESULTS = Counter("clickstream_results", "Windows, alerts or sessions emitted", ["job"])
 EVICTIONS = Counter("clickstream_state_evictions", "Profile versions evicted from join state")
+#: Summed over all the shards of this process: each shard adds the changes of
+#: its own size, so the ``shard`` label is always ``"all"`` (kept for scrapers).
 STATE_SIZE = Gauge(
-    "clickstream_state_size", "Items held in state, per kind and shard", ["kind", "shard"]
+    "clickstream_state_size",
+    "Items held in state by this process (all its shards together), per kind",
+    ["kind", "shard"],
 )
 
 log = logging.getLogger("clickstream.progress")

@@ -30,9 +30,8 @@ from operators.event_time_shard import (
     Emitted,
     EventTimeShardLogic,
     closed_through,
-    split_emitted,
+    sharded_windows,
 )
-from operators.progress import CLICKS, ShardRouter
 from operators.records import BEGINNING_OF_TIME_MS, Click, DecodedBatch, LateClick
 
 Ranking = List[Tuple[str, int]]
@@ -93,7 +92,7 @@ class WindowCountLogic(EventTimeShardLogic):
         self.closed_ms = through
         done = [start for start in self.counts if start + self.window_ms <= through]
         windows = {start: rank(self.counts.pop(start), self.top_n) for start in sorted(done)}
-        # The shard's name is filled in downstream, where the key is known.
+        # The shard's name is filled in downstream (`_named_reports`), where the key is known.
         out.append((RESULT, ShardReport("", through, windows)))
 
     def snapshot(self):
@@ -164,25 +163,22 @@ def top_users(
     lateness_ms = int(lateness.total_seconds() * 1000)
     if window_ms < 1:
         raise ValueError("window must be at least 1 ms")
-    router = ShardRouter(CLICKS, shards)
-    keyed = op.flat_map("route", clicks, router.route)
-    counted = op.stateful_batch(
+    counted = sharded_windows(
         "count",
-        keyed,
+        clicks,
         lambda state: WindowCountLogic(window_ms, lateness_ms, top_n, state),
+        shards,
     )
-    emitted = op.map("split", counted, _split_with_shard)
-    reports = op.flat_map("reports", emitted, lambda pair: pair[0])
-    late = op.filter_map("late", emitted, lambda pair: pair[1] or None)
+    reports = op.flat_map("reports", counted.results, _named_reports)
     merged = op.stateful_batch(
         "merge",
         op.key_on("to_merger", reports, lambda _: "top"),
         lambda state: TopMergeLogic(shards, window_ms, top_n, state),
     )
-    return TopUsersOut(op.key_rm("unkey_windows", merged), late)
+    return TopUsersOut(op.key_rm("unkey_windows", merged), counted.late)
 
 
-def _split_with_shard(keyed: Tuple[str, Emitted]) -> Tuple[List[ShardReport], List[LateClick]]:
-    shard, emitted = keyed
-    reports, late = split_emitted(emitted)
-    return [r._replace(shard=shard) for r in reports], late
+def _named_reports(keyed: Tuple[str, List[ShardReport]]) -> List[ShardReport]:
+    """The shard's reports with its name filled in (the logic does not know its key)."""
+    shard, reports = keyed
+    return [r._replace(shard=shard) for r in reports]

@@ -59,8 +59,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
-from operators.event_time_shard import LATE, RESULT, Emitted, EventTimeShardLogic, split_emitted
-from operators.progress import CLICKS, ShardRouter
+from operators.event_time_shard import LATE, RESULT, Emitted, EventTimeShardLogic, sharded_windows
 from operators.records import Click, DecodedBatch, LateClick
 
 
@@ -252,12 +251,7 @@ def user_sessions(
         raise ValueError("gap must be at least 1 ms")
     if lateness_ms < 0:
         raise ValueError("lateness must not be negative")
-    router = ShardRouter(CLICKS, shards)
-    keyed = op.flat_map("route", clicks, router.route)
-    emitted = op.stateful_batch(
-        "sessions", keyed, lambda state: SessionsLogic(gap_ms, lateness_ms, state)
+    out = sharded_windows(
+        "sessions", clicks, lambda state: SessionsLogic(gap_ms, lateness_ms, state), shards
     )
-    split = op.map("split", emitted, lambda keyed_out: split_emitted(keyed_out[1]))
-    sessions = op.filter_map("closed", split, lambda pair: pair[0] or None)
-    late = op.filter_map("late", split, lambda pair: pair[1] or None)
-    return UserSessionsOut(sessions, late)
+    return UserSessionsOut(op.key_rm("closed", out.results), out.late)

@@ -81,3 +81,38 @@ def test_clicks_job_serves_metrics_and_logs_progress_without_secrets(broker, top
     text = log.read_text()
     assert re.search(r"clicks progress: in=313 \(\d+/s\) joined=250 unmatched=50 dead_lettered=3", text), text[-2000:]
     assert "s3cret-never-logged" not in text
+
+
+def _sample(name: str, job: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, {"job": job}) or 0.0
+
+
+def test_windowed_job_counts_results_and_late_clicks_under_the_job_name(broker, topic_names):
+    """The ``job`` label of ``clickstream_results_total`` / ``clickstream_late_total``
+    is the job's name (top_users), not its output topic."""
+    from bytewax.testing import run_main
+
+    from clickstream.settings import TopUsersSettings, load_settings
+    from dataflows import top_users
+
+    t = topic_names("clicks", "top", "late", "dlq")
+    broker.create_topics({t["clicks"]: 1, t["top"]: 1, t["late"]: 1, t["dlq"]: 1})
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+    t0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, a window start
+    # One record per poll: the second click closes window 0 before the third arrives.
+    for ts in (t0, t0 + 7_200_000, t0 + 1):
+        producer.produce(t["clicks"], orjson.dumps({"user_id": "u1", "ts": ts}), b"u1")
+    assert producer.flush(30) == 0
+    settings, kafka = load_settings(TopUsersSettings, {
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "KAFKA_TAIL": "false",
+        "SOURCE_BATCH_SIZE": "1", "ALLOWED_LATENESS_SECONDS": "0", "STATE_SHARDS": "1",
+        "CLICKS_TOPIC": t["clicks"], "TOP_USERS_TOPIC": t["top"], "LATE_TOPIC": t["late"],
+        "DLQ_TOPIC": t["dlq"],
+    })
+    before = {name: _sample(name, "top_users") for name in ("clickstream_results_total", "clickstream_late_total")}
+    run_main(top_users.build_flow(settings, kafka))
+    assert _sample("clickstream_results_total", "top_users") - before["clickstream_results_total"] == 2
+    assert _sample("clickstream_late_total", "top_users") - before["clickstream_late_total"] == 1
+    assert _sample("clickstream_results_total", t["top"]) == 0.0
