@@ -585,7 +585,7 @@ def _last_json_line(log_path: Path) -> Optional[Dict[str, Any]]:
 
 def targets(results: Dict[str, Dict[str, Any]]) -> List[str]:
     lines = []
-    for name, goal in (("asof", 0.7), ("asof-2proc", 0.7), ("running", 0.7), ("window", 0.7),
+    for name, goal in (("asof", 0.7), ("interval", 0.3), ("asof-2proc", 0.7), ("running", 0.7), ("window", 0.7),
                        ("top_users", 0.5)):
         r = results.get(name)
         if r and r.get("ratio_to_baseline") is not None:
