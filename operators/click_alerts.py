@@ -176,7 +176,28 @@ def click_alerts(
     lateness: timedelta,
     shards: int = 16,
 ) -> ClickAlertsOut:
-    """Alert when a user has more than ``threshold`` clicks in a sliding ``window``."""
+    """Alert when a user has more than ``threshold`` clicks in a sliding ``window``.
+
+    Example: windows of 10 s every 5 s, more than 2 clicks alerts. ann's
+    clicks at 4, 6 and 8 s are 3 in [0 s, 10 s) (an alert) and 2 in
+    [5 s, 15 s) (none):
+
+    >>> from bytewax.dataflow import Dataflow
+    >>> from bytewax.testing import TestingSink, TestingSource, run_main
+    >>> from operators.testing import batch, event, finished
+    >>> flow = Dataflow("alerts_example")
+    >>> clicks = op.input("clicks", flow, TestingSource([
+    ...     batch("clicks", [event("ann", 4_000), event("ann", 6_000), event("ann", 8_000),
+    ...                      event("bob", 6_000)]),
+    ...     finished("clicks")]))
+    >>> out = click_alerts("alerts", clicks, window=timedelta(seconds=10),
+    ...                    slide=timedelta(seconds=5), threshold=2, lateness=timedelta(0), shards=2)
+    >>> alerts = []
+    >>> op.output("out", out.alerts, TestingSink(alerts))
+    >>> run_main(flow)
+    >>> sorted(a for batch_ in alerts for a in batch_)
+    [RateAlert(key='ann', window_start_ms=0, window_end_ms=10000, clicks=3)]
+    """
     window_ms, slide_ms = sliding_window_ms(window.total_seconds(), slide.total_seconds())
     if threshold < 0 or shards < 1:
         raise ValueError("threshold must be >= 0 and shards >= 1")

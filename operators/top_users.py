@@ -156,7 +156,30 @@ def top_users(
     top_n: int,
     shards: int = 16,
 ) -> TopUsersOut:
-    """Global top ``top_n`` users per tumbling ``window`` of event time."""
+    """Global top ``top_n`` users per tumbling ``window`` of event time.
+
+    Example: windows of 10 s, the top 2 of each; a window comes out once,
+    when the clicks watermark passes its end plus the lateness (here: at the
+    end of input):
+
+    >>> from bytewax.dataflow import Dataflow
+    >>> from bytewax.testing import TestingSink, TestingSource, run_main
+    >>> from operators.testing import batch, event, finished
+    >>> flow = Dataflow("top_example")
+    >>> clicks = op.input("clicks", flow, TestingSource([
+    ...     batch("clicks", [event(u, at) for u, at in
+    ...                      [("ann", 1_000), ("bob", 2_000), ("ann", 3_000), ("cat", 4_000),
+    ...                       ("bob", 5_000), ("ann", 9_999), ("cat", 12_000)]]),
+    ...     finished("clicks")]))
+    >>> out = top_users("top", clicks, window=timedelta(seconds=10),
+    ...                 lateness=timedelta(0), top_n=2, shards=2)
+    >>> windows = []
+    >>> op.output("out", out.windows, TestingSink(windows))
+    >>> run_main(flow)
+    >>> [w for ws in windows for w in ws]  # doctest: +NORMALIZE_WHITESPACE
+    [WindowTop(window_start_ms=0, window_end_ms=10000, top=[('ann', 3), ('bob', 2)]),
+     WindowTop(window_start_ms=10000, window_end_ms=20000, top=[('cat', 1)])]
+    """
     if top_n < 1 or shards < 1:
         raise ValueError("top_n and shards must be >= 1")
     window_ms = int(window.total_seconds() * 1000)

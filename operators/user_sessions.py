@@ -242,7 +242,26 @@ def user_sessions(
     lateness: timedelta,
     shards: int = 16,
 ) -> UserSessionsOut:
-    """Per-user session windows of event time; see the module docstring."""
+    """Per-user session windows of event time; see the module docstring.
+
+    Example: a gap of more than 5 s starts a new session:
+
+    >>> from bytewax.dataflow import Dataflow
+    >>> from bytewax.testing import TestingSink, TestingSource, run_main
+    >>> from operators.testing import batch, event, finished
+    >>> flow = Dataflow("sessions_example")
+    >>> clicks = op.input("clicks", flow, TestingSource([
+    ...     batch("clicks", [event("ann", at) for at in (1_000, 4_000, 9_000, 15_000)]),
+    ...     finished("clicks")]))
+    >>> out = user_sessions("sessions", clicks, gap=timedelta(seconds=5),
+    ...                     lateness=timedelta(0), shards=2)
+    >>> sessions = []
+    >>> op.output("out", out.sessions, TestingSink(sessions))
+    >>> run_main(flow)
+    >>> [s for ss in sessions for s in ss]  # doctest: +NORMALIZE_WHITESPACE
+    [Session(key='ann', start_ms=1000, end_ms=9000, clicks=3),
+     Session(key='ann', start_ms=15000, end_ms=15000, clicks=1)]
+    """
     if shards < 1:
         raise ValueError("shards must be >= 1")
     gap_ms = int(gap.total_seconds() * 1000)

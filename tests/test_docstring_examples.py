@@ -7,7 +7,13 @@ import importlib
 
 import pytest
 
-PUBLIC_OPERATORS = ["operators.asof_join", "operators.interval_join"]
+PUBLIC_OPERATORS = [
+    "operators.asof_join",
+    "operators.interval_join",
+    "operators.top_users",
+    "operators.click_alerts",
+    "operators.user_sessions",
+]
 
 
 @pytest.mark.parametrize("module", PUBLIC_OPERATORS)
