@@ -75,10 +75,6 @@ class Reject(Exception):
         self.detail = detail
 
 
-def _is_int(value: Any) -> bool:
-    return type(value) is int
-
-
 def _is_number(value: Any) -> bool:
     return type(value) is int or type(value) is float
 
