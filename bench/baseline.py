@@ -56,7 +56,8 @@ def main(argv=None) -> int:
 
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    from bench.common import consumer_config, partitions_of, read_batches
+    from bench.common import read_topic_batches
+    from operators.kafka_io import DeliveryReports, produce_with_backpressure, reader_config, require_topics
     from operators.dead_letters import dead_letter_message
     from operators.event_parsing import parse_click, parse_profile
     from operators.join_output import encode_result
@@ -67,11 +68,7 @@ def main(argv=None) -> int:
     bootstrap = args.bootstrap_servers
     ttl_ms = int(args.ttl_seconds * 1000)
 
-    failures: List[str] = []
-
-    def on_delivery(err, msg) -> None:
-        if err is not None:
-            failures.append(f"{msg.topic()}[{msg.partition()}]: {err}")
+    failures = DeliveryReports()  # delivery.report.only.error: failures only
 
     producer = Producer({
         "bootstrap.servers": bootstrap,
@@ -80,7 +77,7 @@ def main(argv=None) -> int:
         "compression.type": "none",
         "enable.idempotence": "true",
         "delivery.report.only.error": True,
-        "on_delivery": on_delivery,
+        "on_delivery": failures,
     })
     produce = producer.produce
 
@@ -88,14 +85,12 @@ def main(argv=None) -> int:
         try:
             produce(topic, value, key, headers=headers)
         except BufferError:
-            producer.poll(0.5)
-            produce(topic, value, key, headers=headers)
+            produce_with_backpressure(producer, topic, value, key, headers=headers, poll_s=0.5)
 
-    profiles_consumer = Consumer(consumer_config(bootstrap, **extra_props))
-    clicks_consumer = Consumer(consumer_config(bootstrap, **extra_props))
-    clicks_consumer.assign(
-        [TopicPartition(args.clicks_topic, p, -2) for p in partitions_of(clicks_consumer, args.clicks_topic)]
-    )
+    profiles_consumer = Consumer(reader_config(bootstrap, **extra_props))
+    clicks_consumer = Consumer(reader_config(bootstrap, **extra_props))
+    count = require_topics(clicks_consumer, [args.clicks_topic])[args.clicks_topic]
+    clicks_consumer.assign([TopicPartition(args.clicks_topic, p, -2) for p in range(count)])
 
     # -- 1. profiles ----------------------------------------------------------
     raw: Dict[str, List[Tuple[int, int, object]]] = {}
@@ -103,7 +98,7 @@ def main(argv=None) -> int:
     profiles_valid = 0
     seq = 0
     topic = args.profiles_topic
-    for batch in read_batches(profiles_consumer, topic, batch_size=args.batch_size):
+    for batch in read_topic_batches(profiles_consumer, topic, batch_size=args.batch_size):
         now_ms = int(time.time() * 1000)
         for msg in batch:
             ts_type, ts = msg.timestamp()
@@ -148,7 +143,7 @@ def main(argv=None) -> int:
     topic = args.clicks_topic
     out_topic = args.out_topic
     lookup = table.get
-    for batch in read_batches(clicks_consumer, topic, batch_size=args.batch_size, assign=False):
+    for batch in read_topic_batches(clicks_consumer, topic, batch_size=args.batch_size, assign=False):
         now_ms = int(time.time() * 1000)
         for msg in batch:
             ts_type, ts = msg.timestamp()
@@ -183,10 +178,10 @@ def main(argv=None) -> int:
         "profiles_seconds": round(profiles_done - started, 3),
         "seconds": round(elapsed, 3),
         "undelivered": remaining,
-        "delivery_failures": len(failures),
+        "delivery_failures": failures.failed,
     }).decode(), flush=True)
-    if remaining or failures:
-        print(f"delivery failed: {remaining} undelivered; {failures[:3]}", file=sys.stderr)
+    if remaining or failures.failed:
+        print(f"delivery failed: {remaining} undelivered; {failures.examples[:3]}", file=sys.stderr)
         return 1
     return 0
 

@@ -64,7 +64,8 @@ def main(argv=None) -> int:
 
     from confluent_kafka import Consumer, Producer
 
-    from bench.common import consumer_config, partitions_of, read_batches
+    from bench.common import read_topic_batches
+    from operators.kafka_io import DeliveryReports, produce_with_backpressure, reader_config, require_topics
     from operators.dead_letters import dead_letter_message
     from operators.event_parsing import format_event_time, parse_click
     from operators.records import Click, SourceRecord
@@ -75,11 +76,7 @@ def main(argv=None) -> int:
     # (~220k/s). The join baseline is CPU-bound already and got slower with them.
     extra_props = {"max.partition.fetch.bytes": str(8 * 1024 * 1024), "queued.min.messages": "1000000"}
     extra_props.update(kv.split("=", 1) for kv in args.consumer_property)
-    failures: List[str] = []
-
-    def on_delivery(err, msg) -> None:
-        if err is not None:
-            failures.append(f"{msg.topic()}[{msg.partition()}]: {err}")
+    failures = DeliveryReports()  # delivery.report.only.error: failures only
 
     producer = Producer({
         "bootstrap.servers": args.bootstrap_servers,
@@ -87,15 +84,14 @@ def main(argv=None) -> int:
         "compression.type": "none",
         "enable.idempotence": "true",
         "delivery.report.only.error": True,
-        "on_delivery": on_delivery,
+        "on_delivery": failures,
     })
 
     def send(topic: str, value, key, headers=None) -> None:
         try:
             producer.produce(topic, value, key, headers=headers)
         except BufferError:
-            producer.poll(0.5)
-            producer.produce(topic, value, key, headers=headers)
+            produce_with_backpressure(producer, topic, value, key, headers=headers, poll_s=0.5)
 
     window_ms = int(args.window_seconds * 1000)
     lateness_ms = int(args.lateness_seconds * 1000)
@@ -126,12 +122,12 @@ def main(argv=None) -> int:
             emitted.append(value)
             send(args.top_topic, value, key.encode())
 
-    consumer = Consumer(consumer_config(args.bootstrap_servers, **extra_props))
+    consumer = Consumer(reader_config(args.bootstrap_servers, **extra_props))
     topic = args.clicks_topic
-    partition_count = len(partitions_of(consumer, topic))
+    partition_count = require_topics(consumer, [topic])[topic]
     partition_wm: Dict[int, int] = {}
     clicks_valid = late = dead = 0
-    for batch in read_batches(consumer, topic, batch_size=args.batch_size):
+    for batch in read_topic_batches(consumer, topic, batch_size=args.batch_size):
         now_ms = int(time.time() * 1000)
         batch_max: Dict[int, int] = {}
         for msg in batch:
@@ -184,10 +180,10 @@ def main(argv=None) -> int:
         "digest": windows_digest(emitted),
         "seconds": round(time.monotonic() - started, 3),
         "undelivered": remaining,
-        "delivery_failures": len(failures),
+        "delivery_failures": failures.failed,
     }).decode(), flush=True)
-    if remaining or failures:
-        print(f"delivery failed: {remaining} undelivered; {failures[:3]}", file=sys.stderr)
+    if remaining or failures.failed:
+        print(f"delivery failed: {remaining} undelivered; {failures.examples[:3]}", file=sys.stderr)
         return 1
     return 0
 

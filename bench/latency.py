@@ -135,6 +135,8 @@ def run_phase(name: str, cmd: List[str], env: Dict[str, str], bootstrap: str, to
     for ``args.duration`` s, drain, stop it; the phase's results."""
     from confluent_kafka import Producer
 
+    from operators.kafka_io import produce_with_backpressure
+
     ctx = multiprocessing.get_context("spawn")
     problems: List[str] = []
     log_fh = open(log_path, "wb")
@@ -165,12 +167,7 @@ def run_phase(name: str, cmd: List[str], env: Dict[str, str], bootstrap: str, to
         if probe:
             body["probe"] = True
         n += 1
-        while True:
-            try:
-                producer.produce(topics["clicks"], orjson.dumps(body), user.encode())
-                return
-            except BufferError:
-                producer.poll(0.01)
+        produce_with_backpressure(producer, topics["clicks"], orjson.dumps(body), user.encode(), poll_s=0.01)
 
     # -- wait until the job is caught up --------------------------------------
     t0 = time.monotonic()
@@ -318,7 +315,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
 
     from clickstream.broker import LocalBroker
-    from clickstream.generate import GenerateOptions, iso_ms, produce
+    from clickstream.generate import GenerateOptions, produce
+    from operators.event_parsing import format_event_time
 
     code_dir = resolve_code_dir(args.code)
     code_at_start = code_identity(code_dir)
@@ -343,7 +341,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         now_ms = int(time.time() * 1000)
         for name in plan:
             options = GenerateOptions(users=args.users, clicks=0, versions_per_user=1,
-                                      start=iso_ms(now_ms - 3_600_000), seed=7)
+                                      start=format_event_time(now_ms - 3_600_000), seed=7)
             report = produce(options, {"bootstrap.servers": bootstrap}, topic_sets[name]["profiles"],
                              topic_sets[name]["clicks"])
             print(f"{name}: {report.profiles_produced:,} profiles produced", flush=True)

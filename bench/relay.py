@@ -42,7 +42,8 @@ def main(argv=None) -> int:
 
     from confluent_kafka import Consumer, Producer, TopicPartition
 
-    from bench.common import consumer_config, partitions_of, read_batches
+    from bench.common import read_topic_batches
+    from operators.kafka_io import DeliveryReports, produce_with_backpressure, reader_config, require_topics
     from operators.event_parsing import parse_click, parse_profile
     from operators.join_output import encode_result
     from operators.records import Click, JoinResult, ProfileVersion, SourceRecord
@@ -58,25 +59,21 @@ def main(argv=None) -> int:
 
     bootstrap = args.bootstrap_servers
     ttl_ms = int(args.ttl_seconds * 1000)
-    failures: List[str] = []
-
-    def on_delivery(err, msg) -> None:
-        if err is not None:
-            failures.append(f"{msg.topic()}[{msg.partition()}]: {err}")
+    failures = DeliveryReports()  # delivery.report.only.error: failures only
 
     producer = Producer({
         "bootstrap.servers": bootstrap,
         "linger.ms": "5",
         "enable.idempotence": "true",
         "delivery.report.only.error": True,
-        "on_delivery": on_delivery,
+        "on_delivery": failures,
     })
 
     # Profiles first, to their end (the latency bench produces them before
     # any click): user -> (sorted event times, versions).
     table: Dict[str, Tuple[List[int], List[ProfileVersion]]] = {}
-    profiles = Consumer(consumer_config(bootstrap))
-    for batch in read_batches(profiles, args.profiles_topic):
+    profiles = Consumer(reader_config(bootstrap))
+    for batch in read_topic_batches(profiles, args.profiles_topic):
         for msg in batch:
             record = SourceRecord(msg.partition(), msg.offset(), msg.key(), msg.value(),
                                   msg.timestamp()[1], msg.headers())
@@ -88,13 +85,14 @@ def main(argv=None) -> int:
                 kept.insert(i, version)
     profiles.close()
 
-    config = consumer_config(bootstrap, **{"enable.partition.eof": "false"})
+    config = reader_config(bootstrap, **{"enable.partition.eof": "false"})
     if args.fetch_wait_ms is None:
         del config["fetch.wait.max.ms"]  # librdkafka's default, like the job's sources
     else:
         config["fetch.wait.max.ms"] = str(args.fetch_wait_ms)
     clicks = Consumer(config)
-    clicks.assign([TopicPartition(args.clicks_topic, n, -2) for n in partitions_of(clicks, args.clicks_topic)])
+    count = require_topics(clicks, [args.clicks_topic])[args.clicks_topic]
+    clicks.assign([TopicPartition(args.clicks_topic, n, -2) for n in range(count)])
     print(orjson.dumps({"ready": True, "users": len(table)}).decode(), flush=True)
     relayed = bad = 0
     topic, out_topic, lookup = args.clicks_topic, args.out_topic, table.get
@@ -115,19 +113,17 @@ def main(argv=None) -> int:
                 if i >= 0 and click.ts_ms - entry[0][i] <= ttl_ms:
                     profile = entry[1][i]
             value = encode_result(JoinResult(click, profile))
-            while True:
-                try:
-                    producer.produce(out_topic, value, click.user_id.encode())
-                    break
-                except BufferError:
-                    producer.poll(0.01)
+            try:
+                producer.produce(out_topic, value, click.user_id.encode())
+            except BufferError:
+                produce_with_backpressure(producer, out_topic, value, click.user_id.encode(), poll_s=0.01)
             relayed += 1
         producer.poll(0)
     clicks.close()
     remaining = producer.flush(30)
     print(orjson.dumps({"relayed": relayed, "bad": bad, "undelivered": remaining,
-                        "delivery_failures": len(failures)}).decode(), flush=True)
-    return 1 if remaining or failures else 0
+                        "delivery_failures": failures.failed}).decode(), flush=True)
+    return 1 if remaining or failures.failed else 0
 
 
 if __name__ == "__main__":
