@@ -35,8 +35,6 @@ import time
 from bisect import bisect_right
 from typing import Dict, List, Tuple
 
-import orjson
-
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.baseline", description=__doc__.split("\n")[0])
@@ -54,10 +52,10 @@ def main(argv=None) -> int:
     if not args.bootstrap_servers:
         p.error("--bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS is required")
 
-    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
 
-    from bench.common import read_topic_batches
-    from operators.kafka_io import DeliveryReports, produce_with_backpressure, reader_config, require_topics
+    from bench.common import finish_producing, read_topic_batches, sink_like_producer
+    from operators.kafka_io import reader_config, require_topics
     from operators.dead_letters import dead_letter_message
     from operators.event_parsing import parse_click, parse_profile
     from operators.join_output import encode_result
@@ -68,24 +66,8 @@ def main(argv=None) -> int:
     bootstrap = args.bootstrap_servers
     ttl_ms = int(args.ttl_seconds * 1000)
 
-    failures = DeliveryReports()  # delivery.report.only.error: failures only
-
-    producer = Producer({
-        "bootstrap.servers": bootstrap,
-        "linger.ms": "5",
-        "batch.num.messages": "10000",
-        "compression.type": "none",
-        "enable.idempotence": "true",
-        "delivery.report.only.error": True,
-        "on_delivery": failures,
-    })
-    produce = producer.produce
-
-    def send(topic: str, value, key, headers=None) -> None:
-        try:
-            produce(topic, value, key, headers=headers)
-        except BufferError:
-            produce_with_backpressure(producer, topic, value, key, headers=headers, poll_s=0.5)
+    producer, failures, send = sink_like_producer(
+        bootstrap, **{"batch.num.messages": "10000", "compression.type": "none"})
 
     profiles_consumer = Consumer(reader_config(bootstrap, **extra_props))
     clicks_consumer = Consumer(reader_config(bootstrap, **extra_props))
@@ -166,9 +148,7 @@ def main(argv=None) -> int:
             send(out_topic, encode_result(JoinResult(click, profile)), click.user_id.encode())
         producer.poll(0)
     clicks_consumer.close()
-    remaining = producer.flush(60)
-    elapsed = time.monotonic() - started
-    print(orjson.dumps({
+    return finish_producing(producer, failures, {
         "profiles_valid": profiles_valid,
         "users": len(table),
         "clicks_valid": clicks_valid,
@@ -176,14 +156,7 @@ def main(argv=None) -> int:
         "unmatched": clicks_valid - matched,
         "dead_letters": dead,
         "profiles_seconds": round(profiles_done - started, 3),
-        "seconds": round(elapsed, 3),
-        "undelivered": remaining,
-        "delivery_failures": failures.failed,
-    }).decode(), flush=True)
-    if remaining or failures.failed:
-        print(f"delivery failed: {remaining} undelivered; {failures.examples[:3]}", file=sys.stderr)
-        return 1
-    return 0
+    }, started)
 
 
 if __name__ == "__main__":

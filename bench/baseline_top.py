@@ -62,10 +62,10 @@ def main(argv=None) -> int:
     if not args.bootstrap_servers:
         p.error("--bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS is required")
 
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Consumer
 
-    from bench.common import read_topic_batches
-    from operators.kafka_io import DeliveryReports, produce_with_backpressure, reader_config, require_topics
+    from bench.common import finish_producing, read_topic_batches, sink_like_producer
+    from operators.kafka_io import reader_config, require_topics
     from operators.dead_letters import dead_letter_message
     from operators.event_parsing import format_event_time, parse_click
     from operators.records import Click, SourceRecord
@@ -76,22 +76,7 @@ def main(argv=None) -> int:
     # (~220k/s). The join baseline is CPU-bound already and got slower with them.
     extra_props = {"max.partition.fetch.bytes": str(8 * 1024 * 1024), "queued.min.messages": "1000000"}
     extra_props.update(kv.split("=", 1) for kv in args.consumer_property)
-    failures = DeliveryReports()  # delivery.report.only.error: failures only
-
-    producer = Producer({
-        "bootstrap.servers": args.bootstrap_servers,
-        "linger.ms": "5",
-        "compression.type": "none",
-        "enable.idempotence": "true",
-        "delivery.report.only.error": True,
-        "on_delivery": failures,
-    })
-
-    def send(topic: str, value, key, headers=None) -> None:
-        try:
-            producer.produce(topic, value, key, headers=headers)
-        except BufferError:
-            produce_with_backpressure(producer, topic, value, key, headers=headers, poll_s=0.5)
+    producer, failures, send = sink_like_producer(args.bootstrap_servers, **{"compression.type": "none"})
 
     window_ms = int(args.window_seconds * 1000)
     lateness_ms = int(args.lateness_seconds * 1000)
@@ -171,21 +156,13 @@ def main(argv=None) -> int:
         producer.poll(0)
     consumer.close()
     close(END_OF_TIME_MS)
-    remaining = producer.flush(60)
-    print(orjson.dumps({
+    return finish_producing(producer, failures, {
         "clicks_valid": clicks_valid,
         "windows": len(emitted),
         "late": late,
         "dead_letters": dead,
         "digest": windows_digest(emitted),
-        "seconds": round(time.monotonic() - started, 3),
-        "undelivered": remaining,
-        "delivery_failures": failures.failed,
-    }).decode(), flush=True)
-    if remaining or failures.failed:
-        print(f"delivery failed: {remaining} undelivered; {failures.examples[:3]}", file=sys.stderr)
-        return 1
-    return 0
+    }, started)
 
 
 if __name__ == "__main__":

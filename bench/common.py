@@ -43,9 +43,10 @@ from clickstream.tooling import table as text_table
 
 __all__ = [
     "REPO", "RESULTS_DIR", "SAMPLE_INTERVAL_S", "Measured", "TreeSampler", "bytewax_cmd",
-    "code_identity", "count_topic", "delete_topics", "fmt_num", "job_env", "log_tail",
+    "code_identity", "count_topic", "delete_topics", "finish_producing", "fmt_num", "job_env", "log_tail",
     "machine_info", "markdown_table", "process_cpu_seconds", "read_topic_batches",
-    "resolve_code_dir", "run_measured", "steal_cpu", "system_busy_cpu", "table", "timestamp",
+    "resolve_code_dir", "run_measured", "sink_like_producer", "steal_cpu", "system_busy_cpu", "table",
+    "timestamp",
     "wait_for_quiet",
 ]
 
@@ -187,6 +188,55 @@ def count_topic(
     finally:
         consumer.close()
     return n
+
+
+def sink_like_producer(bootstrap: str, **extra: Any) -> Tuple[Any, Any, Callable[..., None]]:
+    """The hand-written programs' producer: the job sink's settings
+    (idempotent, linger 5 ms, delivery reports for failures only; ``extra``
+    properties on top), its :class:`~operators.kafka_io.DeliveryReports`, and
+    ``send(topic, value, key, headers=None)``, which waits for room when the
+    local queue is full."""
+    from confluent_kafka import Producer
+
+    from operators.kafka_io import DeliveryReports, produce_with_backpressure
+
+    failures = DeliveryReports()  # delivery.report.only.error: failures only
+    producer = Producer({
+        "bootstrap.servers": bootstrap,
+        "linger.ms": "5",
+        "enable.idempotence": "true",
+        "delivery.report.only.error": True,
+        "on_delivery": failures,
+        **extra,
+    })
+    produce = producer.produce
+
+    def send(topic: str, value, key, headers=None) -> None:
+        try:
+            produce(topic, value, key, headers=headers)
+        except BufferError:
+            produce_with_backpressure(producer, topic, value, key, headers=headers, poll_s=0.5)
+
+    return producer, failures, send
+
+
+def finish_producing(producer, failures, counts: Mapping[str, Any], started: Optional[float] = None,
+                     flush_timeout_s: float = 60.0) -> int:
+    """Flush; print ``counts`` as one JSON line, with ``seconds`` since
+    ``started`` (after the flush), ``undelivered`` and ``delivery_failures``;
+    the exit status: 1 if a delivery failed."""
+    import orjson
+
+    remaining = producer.flush(flush_timeout_s)
+    line = dict(counts)
+    if started is not None:
+        line["seconds"] = round(time.monotonic() - started, 3)
+    line.update(undelivered=remaining, delivery_failures=failures.failed)
+    print(orjson.dumps(line).decode(), flush=True)
+    if remaining or failures.failed:
+        print(f"delivery failed: {remaining} undelivered; {failures.examples[:3]}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def delete_topics(admin, topics: Iterable[str]) -> None:

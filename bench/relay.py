@@ -40,10 +40,10 @@ def main(argv=None) -> int:
     if not args.bootstrap_servers:
         p.error("--bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS is required")
 
-    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
 
-    from bench.common import read_topic_batches
-    from operators.kafka_io import DeliveryReports, produce_with_backpressure, reader_config, require_topics
+    from bench.common import finish_producing, read_topic_batches, sink_like_producer
+    from operators.kafka_io import produce_with_backpressure, reader_config, require_topics
     from operators.event_parsing import parse_click, parse_profile
     from operators.join_output import encode_result
     from operators.records import Click, JoinResult, ProfileVersion, SourceRecord
@@ -59,15 +59,7 @@ def main(argv=None) -> int:
 
     bootstrap = args.bootstrap_servers
     ttl_ms = int(args.ttl_seconds * 1000)
-    failures = DeliveryReports()  # delivery.report.only.error: failures only
-
-    producer = Producer({
-        "bootstrap.servers": bootstrap,
-        "linger.ms": "5",
-        "enable.idempotence": "true",
-        "delivery.report.only.error": True,
-        "on_delivery": failures,
-    })
+    producer, failures, _ = sink_like_producer(bootstrap)
 
     # Profiles first, to their end (the latency bench produces them before
     # any click): user -> (sorted event times, versions).
@@ -120,10 +112,7 @@ def main(argv=None) -> int:
             relayed += 1
         producer.poll(0)
     clicks.close()
-    remaining = producer.flush(30)
-    print(orjson.dumps({"relayed": relayed, "bad": bad, "undelivered": remaining,
-                        "delivery_failures": failures.failed}).decode(), flush=True)
-    return 1 if remaining or failures.failed else 0
+    return finish_producing(producer, failures, {"relayed": relayed, "bad": bad}, flush_timeout_s=30)
 
 
 if __name__ == "__main__":
