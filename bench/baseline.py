@@ -35,8 +35,6 @@ import time
 from bisect import bisect_right
 from typing import Dict, List, Tuple
 
-import orjson
-
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.baseline", description=__doc__.split("\n")[0])
@@ -54,9 +52,10 @@ def main(argv=None) -> int:
     if not args.bootstrap_servers:
         p.error("--bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS is required")
 
-    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
 
-    from bench.common import consumer_config, partitions_of, read_batches
+    from bench.common import finish_producing, read_topic_batches, sink_like_producer
+    from operators.kafka_io import reader_config, require_topics
     from operators.dead_letters import dead_letter_message
     from operators.record_mapping import parse_click, parse_profile
     from operators.join_output import encode_result
@@ -67,35 +66,13 @@ def main(argv=None) -> int:
     bootstrap = args.bootstrap_servers
     ttl_ms = int(args.ttl_seconds * 1000)
 
-    failures: List[str] = []
+    producer, failures, send = sink_like_producer(
+        bootstrap, **{"batch.num.messages": "10000", "compression.type": "none"})
 
-    def on_delivery(err, msg) -> None:
-        if err is not None:
-            failures.append(f"{msg.topic()}[{msg.partition()}]: {err}")
-
-    producer = Producer({
-        "bootstrap.servers": bootstrap,
-        "linger.ms": "5",
-        "batch.num.messages": "10000",
-        "compression.type": "none",
-        "enable.idempotence": "true",
-        "delivery.report.only.error": True,
-        "on_delivery": on_delivery,
-    })
-    produce = producer.produce
-
-    def send(topic: str, value, key, headers=None) -> None:
-        try:
-            produce(topic, value, key, headers=headers)
-        except BufferError:
-            producer.poll(0.5)
-            produce(topic, value, key, headers=headers)
-
-    profiles_consumer = Consumer(consumer_config(bootstrap, **extra_props))
-    clicks_consumer = Consumer(consumer_config(bootstrap, **extra_props))
-    clicks_consumer.assign(
-        [TopicPartition(args.clicks_topic, p, -2) for p in partitions_of(clicks_consumer, args.clicks_topic)]
-    )
+    profiles_consumer = Consumer(reader_config(bootstrap, **extra_props))
+    clicks_consumer = Consumer(reader_config(bootstrap, **extra_props))
+    count = require_topics(clicks_consumer, [args.clicks_topic])[args.clicks_topic]
+    clicks_consumer.assign([TopicPartition(args.clicks_topic, p, -2) for p in range(count)])
 
     # -- 1. profiles ----------------------------------------------------------
     raw: Dict[str, List[Tuple[int, int, object]]] = {}
@@ -103,7 +80,7 @@ def main(argv=None) -> int:
     profiles_valid = 0
     seq = 0
     topic = args.profiles_topic
-    for batch in read_batches(profiles_consumer, topic, batch_size=args.batch_size):
+    for batch in read_topic_batches(profiles_consumer, topic, batch_size=args.batch_size):
         now_ms = int(time.time() * 1000)
         for msg in batch:
             ts_type, ts = msg.timestamp()
@@ -148,7 +125,7 @@ def main(argv=None) -> int:
     topic = args.clicks_topic
     out_topic = args.out_topic
     lookup = table.get
-    for batch in read_batches(clicks_consumer, topic, batch_size=args.batch_size, assign=False):
+    for batch in read_topic_batches(clicks_consumer, topic, batch_size=args.batch_size, assign=False):
         now_ms = int(time.time() * 1000)
         for msg in batch:
             ts_type, ts = msg.timestamp()
@@ -171,9 +148,7 @@ def main(argv=None) -> int:
             send(out_topic, encode_result(JoinResult(click, profile)), click.key.encode())
         producer.poll(0)
     clicks_consumer.close()
-    remaining = producer.flush(60)
-    elapsed = time.monotonic() - started
-    print(orjson.dumps({
+    return finish_producing(producer, failures, {
         "profiles_valid": profiles_valid,
         "users": len(table),
         "clicks_valid": clicks_valid,
@@ -181,14 +156,7 @@ def main(argv=None) -> int:
         "unmatched": clicks_valid - matched,
         "dead_letters": dead,
         "profiles_seconds": round(profiles_done - started, 3),
-        "seconds": round(elapsed, 3),
-        "undelivered": remaining,
-        "delivery_failures": len(failures),
-    }).decode(), flush=True)
-    if remaining or failures:
-        print(f"delivery failed: {remaining} undelivered; {failures[:3]}", file=sys.stderr)
-        return 1
-    return 0
+    }, started)
 
 
 if __name__ == "__main__":

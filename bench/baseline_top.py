@@ -62,9 +62,10 @@ def main(argv=None) -> int:
     if not args.bootstrap_servers:
         p.error("--bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS is required")
 
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Consumer
 
-    from bench.common import consumer_config, partitions_of, read_batches
+    from bench.common import finish_producing, read_topic_batches, sink_like_producer
+    from operators.kafka_io import reader_config, require_topics
     from operators.dead_letters import dead_letter_message
     from operators.event_parsing import format_event_time
     from operators.record_mapping import parse_click
@@ -76,27 +77,7 @@ def main(argv=None) -> int:
     # (~220k/s). The join baseline is CPU-bound already and got slower with them.
     extra_props = {"max.partition.fetch.bytes": str(8 * 1024 * 1024), "queued.min.messages": "1000000"}
     extra_props.update(kv.split("=", 1) for kv in args.consumer_property)
-    failures: List[str] = []
-
-    def on_delivery(err, msg) -> None:
-        if err is not None:
-            failures.append(f"{msg.topic()}[{msg.partition()}]: {err}")
-
-    producer = Producer({
-        "bootstrap.servers": args.bootstrap_servers,
-        "linger.ms": "5",
-        "compression.type": "none",
-        "enable.idempotence": "true",
-        "delivery.report.only.error": True,
-        "on_delivery": on_delivery,
-    })
-
-    def send(topic: str, value, key, headers=None) -> None:
-        try:
-            producer.produce(topic, value, key, headers=headers)
-        except BufferError:
-            producer.poll(0.5)
-            producer.produce(topic, value, key, headers=headers)
+    producer, failures, send = sink_like_producer(args.bootstrap_servers, **{"compression.type": "none"})
 
     window_ms = int(args.window_seconds * 1000)
     lateness_ms = int(args.lateness_seconds * 1000)
@@ -127,12 +108,12 @@ def main(argv=None) -> int:
             emitted.append(value)
             send(args.top_topic, value, key.encode())
 
-    consumer = Consumer(consumer_config(args.bootstrap_servers, **extra_props))
+    consumer = Consumer(reader_config(args.bootstrap_servers, **extra_props))
     topic = args.clicks_topic
-    partition_count = len(partitions_of(consumer, topic))
+    partition_count = require_topics(consumer, [topic])[topic]
     partition_wm: Dict[int, int] = {}
     clicks_valid = late = dead = 0
-    for batch in read_batches(consumer, topic, batch_size=args.batch_size):
+    for batch in read_topic_batches(consumer, topic, batch_size=args.batch_size):
         now_ms = int(time.time() * 1000)
         batch_max: Dict[int, int] = {}
         for msg in batch:
@@ -176,21 +157,13 @@ def main(argv=None) -> int:
         producer.poll(0)
     consumer.close()
     close(END_OF_TIME_MS)
-    remaining = producer.flush(60)
-    print(orjson.dumps({
+    return finish_producing(producer, failures, {
         "clicks_valid": clicks_valid,
         "windows": len(emitted),
         "late": late,
         "dead_letters": dead,
         "digest": windows_digest(emitted),
-        "seconds": round(time.monotonic() - started, 3),
-        "undelivered": remaining,
-        "delivery_failures": len(failures),
-    }).decode(), flush=True)
-    if remaining or failures:
-        print(f"delivery failed: {remaining} undelivered; {failures[:3]}", file=sys.stderr)
-        return 1
-    return 0
+    }, started)
 
 
 if __name__ == "__main__":

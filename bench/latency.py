@@ -51,82 +51,9 @@ from bench.common import (
     system_busy_cpu,
     timestamp,
 )
+from bench.latency_reader import consume_joined, stats
 
 TOPICS = {"lat_clicks": 4, "lat_profiles": 2, "lat_joined": 4, "lat_unmatched": 1, "lat_dlq": 1}
-
-
-def percentile(sorted_values: List[float], q: float) -> Optional[float]:
-    if not sorted_values:
-        return None
-    k = min(len(sorted_values) - 1, max(0, int(round(q / 100 * (len(sorted_values) - 1)))))
-    return sorted_values[k]
-
-
-def stats(values: List[float]) -> Dict[str, Any]:
-    s = sorted(values)
-    return {
-        "count": len(s),
-        "p50_ms": _r(percentile(s, 50)),
-        "p95_ms": _r(percentile(s, 95)),
-        "p99_ms": _r(percentile(s, 99)),
-        "max_ms": _r(s[-1] if s else None),
-        "mean_ms": _r(sum(s) / len(s) if s else None),
-    }
-
-
-def _r(x: Optional[float]) -> Optional[float]:
-    return None if x is None else round(x, 1)
-
-
-# -- the measuring consumer (own process) -----------------------------------
-def consume_joined(bootstrap: str, topic: str, partitions: int, conn, stop_event, first_event,
-                   counter, fetch_wait_ms: int = 5) -> None:
-    """Read ``topic`` and send back [(sent_at_ms, latency_ms, matched, probe, in_job_ms)] when told to stop.
-
-    ``in_job_ms`` is the joined record's Kafka timestamp (set by the job's
-    producer when the sink called ``produce()``) minus ``sent_at_ms``: the part
-    of the latency up to the job's sink; the rest is the sink's send, the broker
-    and this consumer's fetch.
-    """
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": "bench-latency",  # never joined: assign() only
-        "enable.auto.commit": "false",
-        "fetch.wait.max.ms": str(fetch_wait_ms),
-        "fetch.error.backoff.ms": "5",
-    })
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    samples: List[tuple] = []
-    seen = set()
-    duplicates = 0
-    marker = b',"profile":null,'
-    try:
-        while not stop_event.is_set():
-            for msg in consumer.consume(1000, 0.05):
-                now_ms = time.time() * 1000
-                if msg.error() is not None:
-                    continue
-                value = msg.value()
-                click = orjson.loads(value)["click"]
-                sent = click.get("sent_at_ms")
-                if sent is None:
-                    continue
-                n = click.get("n")
-                if n in seen:
-                    duplicates += 1
-                    continue
-                seen.add(n)
-                probe = bool(click.get("probe"))
-                if probe:
-                    first_event.set()
-                samples.append((sent, now_ms - sent, marker not in value, probe, msg.timestamp()[1] - sent))
-            counter.value = len(seen)
-    finally:
-        consumer.close()
-    conn.send((samples, duplicates))
-    conn.close()
 
 
 def run_phase(name: str, cmd: List[str], env: Dict[str, str], bootstrap: str, topics: Dict[str, str],
@@ -134,6 +61,8 @@ def run_phase(name: str, cmd: List[str], env: Dict[str, str], bootstrap: str, to
     """Start ``cmd``, wait until it is caught up, send clicks at ``args.rate``
     for ``args.duration`` s, drain, stop it; the phase's results."""
     from confluent_kafka import Producer
+
+    from operators.kafka_io import produce_with_backpressure
 
     ctx = multiprocessing.get_context("spawn")
     problems: List[str] = []
@@ -165,12 +94,7 @@ def run_phase(name: str, cmd: List[str], env: Dict[str, str], bootstrap: str, to
         if probe:
             body["probe"] = True
         n += 1
-        while True:
-            try:
-                producer.produce(topics["clicks"], orjson.dumps(body), user.encode())
-                return
-            except BufferError:
-                producer.poll(0.01)
+        produce_with_backpressure(producer, topics["clicks"], orjson.dumps(body), user.encode(), poll_s=0.01)
 
     # -- wait until the job is caught up --------------------------------------
     t0 = time.monotonic()
@@ -318,7 +242,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
 
     from clickstream.broker import LocalBroker
-    from clickstream.generate import GenerateOptions, iso_ms, produce
+    from clickstream.generate import GenerateOptions, produce
+    from operators.event_parsing import format_event_time
 
     code_dir = resolve_code_dir(args.code)
     code_at_start = code_identity(code_dir)
@@ -343,7 +268,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         now_ms = int(time.time() * 1000)
         for name in plan:
             options = GenerateOptions(users=args.users, clicks=0, versions_per_user=1,
-                                      start=iso_ms(now_ms - 3_600_000), seed=7)
+                                      start=format_event_time(now_ms - 3_600_000), seed=7)
             report = produce(options, {"bootstrap.servers": bootstrap}, topic_sets[name]["profiles"],
                              topic_sets[name]["clicks"])
             print(f"{name}: {report.profiles_produced:,} profiles produced", flush=True)

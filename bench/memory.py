@@ -43,7 +43,6 @@ from bench.common import (
     RESULTS_DIR,
     bytewax_cmd,
     code_identity,
-    consumer_config,
     job_env,
     log_tail,
     machine_info,
@@ -59,6 +58,8 @@ START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: a backfill
 
 def produce_workload(bootstrap: str, args) -> Dict[str, Any]:
     from confluent_kafka import Producer
+
+    from operators.kafka_io import produce_with_backpressure
 
     users = args.users or max(1, args.clicks // 25)
     span_ms = int(args.span_hours * 3600_000)
@@ -78,12 +79,7 @@ def produce_workload(bootstrap: str, args) -> Dict[str, Any]:
             failures[0] += 1
 
     def send(topic: str, key: bytes, value: bytes) -> None:
-        while True:
-            try:
-                producer.produce(topic, value, key, on_delivery=on_delivery)
-                return
-            except BufferError:
-                producer.poll(0.05)
+        produce_with_backpressure(producer, topic, value, key, on_delivery=on_delivery)
 
     def band_start(i: int) -> int:
         return START_MS + (i * slide) // users
@@ -139,7 +135,9 @@ class OutputCounter(threading.Thread):
         super().__init__(daemon=True)
         from confluent_kafka import Consumer, TopicPartition
 
-        self._consumer = Consumer(consumer_config(bootstrap, **{"enable.partition.eof": "false"}))
+        from operators.kafka_io import reader_config
+
+        self._consumer = Consumer(reader_config(bootstrap, **{"enable.partition.eof": "false"}))
         self._consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
         self.count = 0
         self.matched = 0

@@ -40,9 +40,10 @@ def main(argv=None) -> int:
     if not args.bootstrap_servers:
         p.error("--bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS is required")
 
-    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
 
-    from bench.common import consumer_config, partitions_of, read_batches
+    from bench.common import finish_producing, read_topic_batches, sink_like_producer
+    from operators.kafka_io import produce_with_backpressure, reader_config, require_topics
     from operators.record_mapping import parse_click, parse_profile
     from operators.join_output import encode_result
     from operators.records import Click, JoinResult, ProfileVersion, SourceRecord
@@ -58,25 +59,13 @@ def main(argv=None) -> int:
 
     bootstrap = args.bootstrap_servers
     ttl_ms = int(args.ttl_seconds * 1000)
-    failures: List[str] = []
-
-    def on_delivery(err, msg) -> None:
-        if err is not None:
-            failures.append(f"{msg.topic()}[{msg.partition()}]: {err}")
-
-    producer = Producer({
-        "bootstrap.servers": bootstrap,
-        "linger.ms": "5",
-        "enable.idempotence": "true",
-        "delivery.report.only.error": True,
-        "on_delivery": on_delivery,
-    })
+    producer, failures, _ = sink_like_producer(bootstrap)
 
     # Profiles first, to their end (the latency bench produces them before
     # any click): user -> (sorted event times, versions).
     table: Dict[str, Tuple[List[int], List[ProfileVersion]]] = {}
-    profiles = Consumer(consumer_config(bootstrap))
-    for batch in read_batches(profiles, args.profiles_topic):
+    profiles = Consumer(reader_config(bootstrap))
+    for batch in read_topic_batches(profiles, args.profiles_topic):
         for msg in batch:
             record = SourceRecord(msg.partition(), msg.offset(), msg.key(), msg.value(),
                                   msg.timestamp()[1], msg.headers())
@@ -88,13 +77,14 @@ def main(argv=None) -> int:
                 kept.insert(i, version)
     profiles.close()
 
-    config = consumer_config(bootstrap, **{"enable.partition.eof": "false"})
+    config = reader_config(bootstrap, **{"enable.partition.eof": "false"})
     if args.fetch_wait_ms is None:
         del config["fetch.wait.max.ms"]  # librdkafka's default, like the job's sources
     else:
         config["fetch.wait.max.ms"] = str(args.fetch_wait_ms)
     clicks = Consumer(config)
-    clicks.assign([TopicPartition(args.clicks_topic, n, -2) for n in partitions_of(clicks, args.clicks_topic)])
+    count = require_topics(clicks, [args.clicks_topic])[args.clicks_topic]
+    clicks.assign([TopicPartition(args.clicks_topic, n, -2) for n in range(count)])
     print(orjson.dumps({"ready": True, "users": len(table)}).decode(), flush=True)
     relayed = bad = 0
     topic, out_topic, lookup = args.clicks_topic, args.out_topic, table.get
@@ -115,19 +105,14 @@ def main(argv=None) -> int:
                 if i >= 0 and click.ts_ms - entry[0][i] <= ttl_ms:
                     profile = entry[1][i]
             value = encode_result(JoinResult(click, profile))
-            while True:
-                try:
-                    producer.produce(out_topic, value, click.key.encode())
-                    break
-                except BufferError:
-                    producer.poll(0.01)
+            try:
+                producer.produce(out_topic, value, click.key.encode())
+            except BufferError:
+                produce_with_backpressure(producer, out_topic, value, click.key.encode(), poll_s=0.01)
             relayed += 1
         producer.poll(0)
     clicks.close()
-    remaining = producer.flush(30)
-    print(orjson.dumps({"relayed": relayed, "bad": bad, "undelivered": remaining,
-                        "delivery_failures": len(failures)}).decode(), flush=True)
-    return 1 if remaining or failures else 0
+    return finish_producing(producer, failures, {"relayed": relayed, "bad": bad}, flush_timeout_s=30)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from clickstream.broker import LocalBroker
 from clickstream.generate import GenerateOptions, produce
 from clickstream.launch import launcher_command
 from clickstream.read_topic import read_all
+from clickstream.tooling import table
 
 TOPICS = {
     "user_clicks": 4,
@@ -98,11 +99,11 @@ def summarise_outputs(bootstrap: str) -> Dict[str, object]:
 def print_top_users(windows: List[dict], seconds: float, late: int) -> None:
     """One row per 30-minute window: its top 5 users and their clicks."""
     print(f"{len(windows)} windows in {seconds:.1f} s, {late} late clicks")
-    print(f"{'window (UTC)':<13} {'top users (clicks)'}")
+    rows = []
     for window in sorted(windows, key=lambda w: w["window_start"]):
         span = window["window_start"][11:16] + "-" + window["window_end"][11:16]
-        tops = "  ".join(f"{t['user_id']}({t['clicks']})" for t in window["top"][:5])
-        print(f"{span:<13} {tops}")
+        rows.append((span, "  ".join(f"{t['user_id']}({t['clicks']})" for t in window["top"][:5])))
+    print("\n".join(table(rows, ["window (UTC)", "top users (clicks)"])))
 
 
 def write_top_users_chart(windows: List[dict], path: Path) -> Path:
@@ -215,11 +216,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         ("unmatched_clicks records", outputs["unmatched_topic_records"]),
         ("dead_letters records", outputs["dead_letters"]),
     ]
-    for label, value in rows:
-        print(f"{label:<32}{value:>10}")
+    print("\n".join(table(rows, align="lr")))
     print("dead letters by reason:")
-    for reason, n in outputs["dead_letters_by_reason"].items():
-        print(f"  {reason:<40}{n:>6}")
+    print("\n".join(table(outputs["dead_letters_by_reason"].items(), align="lr", indent="  ")))
     print(
         f"job time {job_seconds:.1f} s including start-up "
         f"({summary['clicks_per_second']} clicks/s); demo total {summary['total_seconds']} s"

@@ -41,281 +41,43 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import heapq
 import os
 import sys
 from collections import Counter
-from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import orjson
 
-from clickstream.read_topic import ReadTimeout, Record, TopicNotFound, iter_records
+from clickstream.dlq_plan import (  # re-exported: the replay's API
+    DLQ_ERROR,
+    DLQ_HEADER_PREFIX,
+    MISSING,
+    REPLAYED_FROM,
+    Filters,
+    HeaderList,
+    Plan,
+    ReplayItem,
+    check_plan,
+    format_item,
+    header_text,
+    original_headers,
+    plan_replay,
+    replay_headers,
+    replay_item,
+)
+from clickstream.read_topic import ReadTimeout, TopicNotFound, iter_records
+from clickstream.tooling import UsageError
+from clickstream.tooling import kafka_config, preview, table
+from operators.kafka_io import PRODUCER_DEFAULTS, missing_topics, produce_with_backpressure
 
-#: Prefix of every header the dead-letter writer adds (and the replay removes).
-DLQ_HEADER_PREFIX = "dlq."
-#: Header naming the dead letter a replayed record came from.
-REPLAYED_FROM = "dlq.replayed_from"
-#: The first header of the dead-letter writer's block.
-DLQ_ERROR = "dlq.error"
-#: Shown when a dead letter lacks a header.
-MISSING = "<none>"
+__all__ = [
+    "DLQ_ERROR", "DLQ_HEADER_PREFIX", "MISSING", "REPLAYED_FROM", "Filters", "HeaderList", "Plan",
+    "ReplayItem", "ReplayResult", "UsageError", "build_parser", "check_plan", "format_item",
+    "format_summary", "header_text", "kafka_config", "main", "original_headers", "plan_replay",
+    "preview", "replay", "replay_headers", "replay_item", "summary_dict",
+]
 
-#: Producer defaults; KAFKA_* environment properties override them.
-PRODUCER_DEFAULTS = {
-    # Keeps each partition's order through retries.
-    "enable.idempotence": "true",
-    "linger.ms": "20",
-}
 FLUSH_TIMEOUT_S = 60.0
-
-HeaderList = List[Tuple[str, Optional[bytes]]]
-
-
-class UsageError(ValueError):
-    """The command cannot run as asked (exit status 2, nothing produced)."""
-
-
-# ------------------------------------------------------------ pure logic
-
-
-def header_text(headers: Optional[Sequence[Tuple[str, Optional[bytes]]]], name: str) -> Optional[str]:
-    """The value of header ``name`` as text (the last one if repeated), or None.
-
-    The last one, because the dead-letter writer appends its headers after
-    the original ones.
-    """
-    found: Optional[bytes] = None
-    seen = False
-    for key, value in headers or ():
-        if key == name:
-            found, seen = value, True
-    if not seen or found is None:
-        return None
-    return found.decode("utf-8", "replace")
-
-
-@dataclasses.dataclass(frozen=True)
-class Filters:
-    """Which dead letters to replay. An empty set means "any"."""
-
-    reasons: FrozenSet[str] = frozenset()
-    stages: FrozenSet[str] = frozenset()
-    source_topics: FrozenSet[str] = frozenset()
-
-    def matches(self, headers: Optional[Sequence[Tuple[str, Optional[bytes]]]]) -> bool:
-        for wanted, name in (
-            (self.reasons, "dlq.reason"),
-            (self.stages, "dlq.stage"),
-            (self.source_topics, "dlq.topic"),
-        ):
-            if wanted and header_text(headers, name) not in wanted:
-                return False
-        return True
-
-    def describe(self) -> str:
-        parts = [
-            f"{flag} in {{{', '.join(sorted(values))}}}"
-            for flag, values in (
-                ("reason", self.reasons),
-                ("stage", self.stages),
-                ("source topic", self.source_topics),
-            )
-            if values
-        ]
-        return "; ".join(parts) if parts else "none (every dead letter)"
-
-
-def original_headers(headers: Optional[Sequence[Tuple[str, Optional[bytes]]]]) -> HeaderList:
-    """The rejected record's own headers (order and repeats kept), minus ``dlq.*``.
-
-    The dead-letter writer appends its block (``dlq.error`` first) after the
-    original headers, and the output sink may append transport headers after
-    that block (e.g. the exactly-once ``lineage`` id): only what precedes the
-    last ``dlq.error`` is original. Without a ``dlq.error`` header every header
-    counts as original. ``dlq.*`` headers among the originals (the
-    ``dlq.replayed_from`` of an earlier replay) are dropped too.
-    """
-    items = list(headers or ())
-    cut = max((i for i, (key, _) in enumerate(items) if key == DLQ_ERROR), default=None)
-    if cut is not None:
-        items = items[:cut]
-    return [(key, value) for key, value in items if not key.startswith(DLQ_HEADER_PREFIX)]
-
-
-def replay_headers(
-    headers: Optional[Sequence[Tuple[str, Optional[bytes]]]],
-    dlq_topic: str,
-    partition: int,
-    offset: int,
-) -> HeaderList:
-    """:func:`original_headers` plus ``dlq.replayed_from = <dlq topic>/<partition>/<offset>``."""
-    kept = original_headers(headers)
-    kept.append((REPLAYED_FROM, f"{dlq_topic}/{partition}/{offset}".encode()))
-    return kept
-
-
-class ReplayItem(NamedTuple):
-    """One dead letter selected for replay, and the record to produce for it."""
-
-    #: The dead letter as read from the DLQ topic.
-    dead_letter: Record
-    reason: str
-    stage: str
-    #: Header ``dlq.topic``, or None when absent.
-    source_topic: Optional[str]
-    #: Where it goes: ``--to-topic`` or the source topic (None: nowhere known).
-    target: Optional[str]
-    key: Optional[bytes]
-    value: Optional[bytes]
-    headers: HeaderList
-    #: Explicit message timestamp (epoch ms), or None for the producer's clock.
-    timestamp_ms: Optional[int]
-
-    @property
-    def origin(self) -> str:
-        """``<dlq topic>/<partition>/<offset>`` of the dead letter."""
-        d = self.dead_letter
-        return f"{d.topic}/{d.partition}/{d.offset}"
-
-
-def _int_or_none(text: Optional[str]) -> Optional[int]:
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
-
-
-def replay_item(
-    record: Record, to_topic: Optional[str] = None, keep_timestamps: bool = True
-) -> ReplayItem:
-    """What to produce for one dead letter."""
-    headers = record.headers or []
-    source = header_text(headers, "dlq.topic")
-    timestamp = _int_or_none(header_text(headers, "dlq.timestamp")) if keep_timestamps else None
-    if timestamp is not None and timestamp <= 0:
-        timestamp = None
-    return ReplayItem(
-        dead_letter=record,
-        reason=header_text(headers, "dlq.reason") or MISSING,
-        stage=header_text(headers, "dlq.stage") or MISSING,
-        source_topic=source,
-        target=to_topic or source,
-        key=record.key,
-        value=record.value,
-        headers=replay_headers(headers, record.topic, record.partition, record.offset),
-        timestamp_ms=timestamp,
-    )
-
-
-@dataclasses.dataclass
-class Plan:
-    """The dead letters read and the ones selected for replay."""
-
-    dlq_topic: str
-    filters: Filters = dataclasses.field(default_factory=Filters)
-    to_topic: Optional[str] = None
-    limit: Optional[int] = None
-    read: int = 0
-    #: Dead letters matching the filters (before ``limit``).
-    matched: int = 0
-    items: List[ReplayItem] = dataclasses.field(default_factory=list)
-
-    @property
-    def selected(self) -> int:
-        return len(self.items)
-
-    @property
-    def unroutable(self) -> List[ReplayItem]:
-        return [item for item in self.items if item.target is None]
-
-    @property
-    def targets(self) -> List[str]:
-        return sorted({item.target for item in self.items if item.target is not None})
-
-    def by_source_and_reason(self) -> Counter:
-        return Counter((item.source_topic or MISSING, item.reason) for item in self.items)
-
-    def by_target(self) -> Counter:
-        return Counter(item.target or MISSING for item in self.items)
-
-
-def plan_replay(
-    records: Iterable[Record],
-    dlq_topic: str,
-    filters: Filters = Filters(),
-    to_topic: Optional[str] = None,
-    limit: Optional[int] = None,
-    keep_timestamps: bool = True,
-) -> Plan:
-    """Read every record (so the counts are complete); select the matching ones
-    in (partition, offset) order, the first ``limit`` of them if given.
-
-    Memory holds the selected records only (a bounded heap with ``limit``).
-    """
-    plan = Plan(dlq_topic=dlq_topic, filters=filters, to_topic=to_topic, limit=limit)
-    # Max-heap on (partition, offset) of the best `limit` matches so far.
-    kept: List[Tuple[int, int, int, Record]] = []
-    for n, record in enumerate(records):
-        plan.read += 1
-        if not filters.matches(record.headers):
-            continue
-        plan.matched += 1
-        entry = (-record.partition, -record.offset, n, record)
-        if limit is None or len(kept) < limit:
-            heapq.heappush(kept, entry)
-        elif limit > 0 and entry > kept[0]:
-            heapq.heapreplace(kept, entry)
-    ordered = sorted((r for *_, r in kept), key=lambda r: (r.partition, r.offset))
-    plan.items = [replay_item(r, to_topic, keep_timestamps) for r in ordered]
-    return plan
-
-
-def preview(data: Optional[bytes], width: int = 60) -> str:
-    """Bytes shown safely on a terminal: UTF-8 text with every non-printable
-    character, invalid byte and backslash escaped, cut at ``width`` bytes."""
-    if data is None:
-        return "<null>"
-    if not data:
-        return "<empty>"
-    head = data[:width].decode("utf-8", "surrogateescape")
-    out = []
-    for ch in head:
-        code = ord(ch)
-        if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch.isprintable():
-            out.append(ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif code <= 0xFF:
-            out.append(f"\\x{code:02x}")
-        else:
-            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
-    text = "".join(out)
-    if len(data) > width:
-        text += f"... (+{len(data) - width} bytes)"
-    return text
-
-
-def format_item(item: ReplayItem, width: int = 60) -> str:
-    """``p0@5 reason=missing_user_id from=user_clicks/1/17 -> user_clicks key=... value=...``."""
-    d = item.dead_letter
-    src = MISSING
-    if item.source_topic is not None:
-        src = (f"{item.source_topic}/{header_text(d.headers, 'dlq.partition') or '?'}"
-               f"/{header_text(d.headers, 'dlq.offset') or '?'}")
-    size = "null" if item.value is None else f"{len(item.value)} bytes"
-    return (
-        f"p{d.partition}@{d.offset} reason={item.reason} from={src} "
-        f"-> {item.target or MISSING} key={preview(item.key, 40)} "
-        f"value={preview(item.value, width)} ({size})"
-    )
 
 
 @dataclasses.dataclass
@@ -364,16 +126,11 @@ def replay(items: Sequence[ReplayItem], producer: Any, flush_timeout_s: float = 
         }
         if item.timestamp_ms is not None:
             kwargs["timestamp"] = item.timestamp_ms
-        while True:
-            try:
-                producer.produce(item.target, **kwargs)
-                result.produced += 1
-                break
-            except BufferError:
-                producer.poll(0.05)  # local queue full: serve delivery reports
-            except Exception as exc:  # KafkaException: message too large, unknown topic...
-                result.fail(f"{item.origin} -> {item.target}: {exc}")
-                break
+        try:
+            produce_with_backpressure(producer, item.target, **kwargs)
+            result.produced += 1
+        except Exception as exc:  # KafkaException: message too large, unknown topic...
+            result.fail(f"{item.origin} -> {item.target}: {exc}")
         if n % 1000 == 0:
             producer.poll(0)
     remaining = producer.flush(flush_timeout_s)
@@ -382,16 +139,10 @@ def replay(items: Sequence[ReplayItem], producer: Any, flush_timeout_s: float = 
     return result
 
 
-def _table(counter: Counter, indent: str = "  ") -> List[str]:
-    rows = [(tuple(k) if isinstance(k, tuple) else (k,), n) for k, n in counter.items()]
-    rows.sort()
-    if not rows:
-        return [f"{indent}(none)"]
-    widths = [max(len(str(key[i])) for key, _ in rows) for i in range(len(rows[0][0]))]
-    return [
-        indent + "  ".join(str(part).ljust(w) for part, w in zip(key, widths)) + f"  {n}"
-        for key, n in rows
-    ]
+def _counts(counter: Counter) -> List[str]:
+    """One line per key (its parts as columns) and its count, sorted."""
+    rows = sorted((tuple(k) if isinstance(k, tuple) else (k,), n) for k, n in counter.items())
+    return table([(*key, n) for key, n in rows], indent="  ") or ["  (none)"]
 
 
 def format_summary(
@@ -408,9 +159,9 @@ def format_summary(
         selected += f" (of {plan.matched} matching; --limit {plan.limit})"
     lines.append(selected)
     lines.append("selected by source topic and reason:")
-    lines += _table(plan.by_source_and_reason())
+    lines += _counts(plan.by_source_and_reason())
     lines.append("selected by target topic:")
-    lines += _table(plan.by_target())
+    lines += _counts(plan.by_target())
     if dry_run:
         lines.append(f"dry run: nothing produced; would replay {plan.selected}")
         if plan.items and show > 0:
@@ -419,7 +170,7 @@ def format_summary(
     elif result is not None:
         lines.append(f"replayed:   {result.delivered}")
         lines.append("replayed by target topic and reason:")
-        lines += _table(result.delivered_by)
+        lines += _counts(result.delivered_by)
         lines.append(f"failures:   {result.failures}")
         lines += [f"  failure: {example}" for example in result.failure_examples]
     return "\n".join(lines)
@@ -463,55 +214,6 @@ def summary_dict(plan: Plan, result: Optional[ReplayResult] = None, dry_run: boo
             failure_examples=result.failure_examples,
         )
     return data
-
-
-# ------------------------------------------------------------ Kafka side
-
-
-def kafka_config(bootstrap_servers: Optional[str], environ: Mapping[str, str]) -> Dict[str, str]:
-    """The librdkafka config from ``KAFKA_*`` variables (SASL included).
-
-    Raises :class:`UsageError` without echoing any value.
-    """
-    from pydantic import ValidationError
-
-    from clickstream.settings import KafkaConnection
-
-    try:
-        config = KafkaConnection.from_env(environ).to_librdkafka()
-    except ValidationError as exc:
-        problems = []
-        for e in exc.errors():
-            loc = e.get("loc") or ("?",)
-            var = "KAFKA_BOOTSTRAP_SERVERS" if loc[0] == "bootstrap_servers" else str(loc[0])
-            problems.append(f"{var}: {e.get('msg', 'invalid')}")
-        raise UsageError("invalid Kafka configuration: " + "; ".join(problems)) from None
-    if bootstrap_servers:
-        config["bootstrap.servers"] = bootstrap_servers
-    return config
-
-
-def missing_topics(client: Any, topics: Iterable[str], timeout_s: float = 10.0) -> List[str]:
-    """Which of ``topics`` the cluster does not have (full metadata: never auto-creates)."""
-    metadata = client.list_topics(timeout=timeout_s)
-    missing = []
-    for topic in topics:
-        meta = metadata.topics.get(topic)
-        if meta is None or meta.error is not None:
-            missing.append(topic)
-    return sorted(missing)
-
-
-def check_plan(plan: Plan) -> None:
-    """Refuse plans that cannot be replayed as a whole (raises :class:`UsageError`)."""
-    unroutable = plan.unroutable
-    if unroutable:
-        raise UsageError(
-            f"{len(unroutable)} selected record(s) have no dlq.topic header (first: "
-            f"{unroutable[0].origin}); give --to-topic or filter them out"
-        )
-    if plan.dlq_topic in plan.targets:
-        raise UsageError(f"refusing to replay into the dead-letter topic {plan.dlq_topic!r} itself")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -591,7 +293,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from confluent_kafka import Producer
 
         producer = Producer({**PRODUCER_DEFAULTS, **config})
-        missing = missing_topics(producer, plan.targets)
+        missing = missing_topics(config, plan.targets)
         if args.dry_run:
             print(format_summary(plan, dry_run=True, show=args.show), file=out, flush=True)
         if missing:

@@ -2,11 +2,11 @@
 
 ``python -m clickstream.read_topic TOPIC [--count | --json | --limit N]``
 
-"The end" is where every partition reports partition EOF
-(``enable.partition.eof``), not the high watermark: the local broker (Tansu)
-reports wrong high watermarks for multi-record batches. Partitions are
-assigned manually from the beginning, so no consumer group is joined and no
-offsets are committed.
+"The end" is where every partition reports partition EOF and the end then
+holds (:func:`operators.kafka_io.read_to_end`), not the high watermark: the
+local broker (Tansu) reports wrong high watermarks for multi-record batches.
+Partitions are assigned manually from the beginning, so no consumer group is
+joined and no offsets are committed.
 
 :func:`read_all` is the library form used by the end-to-end tests and the demo.
 """
@@ -18,18 +18,17 @@ import base64
 import os
 import sys
 import time
-import uuid
 from collections import Counter
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import orjson
 
+from operators.kafka_io import NO_TIMESTAMP, ReadTimeout, TopicNotFound, read_to_end, reader_config, require_topics
+
+__all__ = ["Record", "ReadTimeout", "TopicNotFound", "iter_records", "read_all", "main"]
+
 Headers = List[Tuple[str, bytes]]
-
-
-#: How long every partition's end must hold before reading stops.
-END_CONFIRM_S = 0.3
 
 
 class Record(NamedTuple):
@@ -45,38 +44,6 @@ class Record(NamedTuple):
     timestamp_ms: Optional[int]
 
 
-class TopicNotFound(LookupError):
-    """The topic does not exist on the cluster."""
-
-
-class ReadTimeout(TimeoutError):
-    """Not every partition reached its end within the time allowed."""
-
-
-#: Consumer defaults; the caller's config overrides them.
-CONSUMER_DEFAULTS = {
-    "enable.auto.commit": "false",
-    "enable.auto.offset.store": "false",
-    "auto.offset.reset": "earliest",
-    # Short broker-side wait, so EOF on idle partitions is seen quickly.
-    "fetch.wait.max.ms": "10",
-}
-
-
-def consumer_config(bootstrap_servers_or_config: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
-    """A librdkafka consumer config from a bootstrap string or a config dict."""
-    if isinstance(bootstrap_servers_or_config, str):
-        given: Dict[str, Any] = {"bootstrap.servers": bootstrap_servers_or_config}
-    else:
-        given = dict(bootstrap_servers_or_config)
-    config = {**CONSUMER_DEFAULTS, **given}
-    # librdkafka's Python client insists on a group id even for assign();
-    # it is never joined because we never subscribe.
-    config.setdefault("group.id", f"clickstream-read-topic-{uuid.uuid4().hex[:8]}")
-    config["enable.partition.eof"] = "true"
-    return config
-
-
 def iter_records(
     bootstrap_servers_or_config: Union[str, Mapping[str, Any]],
     topic: str,
@@ -84,62 +51,31 @@ def iter_records(
     batch_size: int = 1000,
     on_partitions: Optional[Callable[[List[int]], None]] = None,
 ) -> Iterator[Record]:
-    """Yield every record of ``topic`` in consumption order until all partitions hit EOF.
+    """Yield every record of ``topic`` in consumption order until all partitions'
+    end is confirmed (:func:`operators.kafka_io.read_to_end`).
 
     Raises :class:`TopicNotFound` if the topic does not exist and
     :class:`ReadTimeout` if the end is not reached within ``timeout_s``.
     Stopping the iteration early is fine (the consumer is closed).
     ``on_partitions`` is called with the topic's partition ids before reading.
     """
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
+    from confluent_kafka import Consumer
 
     deadline = time.monotonic() + timeout_s
-    consumer = Consumer(consumer_config(bootstrap_servers_or_config))
+    count = require_topics(bootstrap_servers_or_config, [topic],
+                           timeout_s=max(0.1, min(timeout_s, 10.0)))[topic]
+    partitions = list(range(count))
+    if on_partitions is not None:
+        on_partitions(partitions)
+    consumer = Consumer(reader_config(bootstrap_servers_or_config))
     try:
-        metadata = consumer.list_topics(topic, timeout=max(0.1, min(timeout_s, 10.0)))
-        meta = metadata.topics.get(topic)
-        if meta is None or meta.error is not None:
-            if meta is not None and meta.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                raise RuntimeError(f"topic {topic!r}: {meta.error}")
-            raise TopicNotFound(f"topic {topic!r} does not exist")
-        partitions = sorted(meta.partitions)
-        if on_partitions is not None:
-            on_partitions(partitions)
-        pending = set(partitions)
-        if not pending:
-            return
-        consumer.assign([TopicPartition(topic, p, -2) for p in partitions])  # -2: beginning
-        last_error = None
-        # The end must hold for END_CONFIRM_S: the local Tansu broker reports a
-        # wrong high watermark, which librdkafka's end-of-partition event uses.
-        ended_at: Optional[float] = None
-        while pending or time.monotonic() - ended_at < END_CONFIRM_S:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                detail = f"; last error: {last_error}" if last_error else ""
-                raise ReadTimeout(
-                    f"topic {topic!r}: partitions {sorted(pending)} did not reach their "
-                    f"end within {timeout_s:g} s{detail}"
-                )
-            for msg in consumer.consume(batch_size, min(0.1, remaining)):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(msg.partition())
-                        if not pending:
-                            ended_at = time.monotonic()
-                    elif err.fatal():
-                        raise RuntimeError(f"topic {topic!r}: {err}")
-                    else:
-                        last_error = err  # transient: retried until the timeout
-                    continue
-                if not pending:
-                    # More arrived after the end: wait for its end again.
-                    pending.add(msg.partition())
+        for batch in read_to_end(consumer, topic, partitions, batch_size=batch_size,
+                                 timeout_s=max(0.0, deadline - time.monotonic())):
+            for msg in batch:
                 ts_type, ts = msg.timestamp()
                 yield Record(
                     topic, msg.partition(), msg.offset(), msg.key(), msg.value(),
-                    msg.headers(), ts if ts_type != 0 else None,  # 0: no timestamp
+                    msg.headers(), ts if ts_type != NO_TIMESTAMP else None,
                 )
     finally:
         consumer.close()
@@ -232,15 +168,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 0:
         parser.error("--limit must be >= 0")
-    from clickstream.settings import KafkaConnection
+    from clickstream.tooling import UsageError, kafka_config
 
     try:
-        config = KafkaConnection.from_env(os.environ).to_librdkafka()
-    except Exception as exc:  # pydantic ValidationError: bad KAFKA_* variable
-        print(f"error: invalid Kafka configuration: {exc}", file=sys.stderr)
+        config = kafka_config(args.bootstrap_servers, os.environ)
+    except UsageError as exc:  # a bad KAFKA_* variable (its value never shown)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.bootstrap_servers:
-        config["bootstrap.servers"] = args.bootstrap_servers
 
     out = sys.stdout
     per_partition: Counter = Counter()

@@ -44,8 +44,9 @@ from typing import Dict, List, Optional, Tuple
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer
 
+from operators.kafka_io import KafkaIOError, ReadTimeout, produce_with_backpressure, read_to_end, reader_config
 from operators.kafka_source import list_topic_partitions
 from operators.records import OutMessage
 
@@ -56,9 +57,6 @@ LINEAGE_HEADER = "lineage"
 
 class DeliveryError(RuntimeError):
     """The broker did not accept messages; the dataflow must stop (and replay)."""
-
-#: How long the end of a partition must hold while reading back its tail.
-TAIL_END_CONFIRM_S = 0.3
 
 
 class OutputLayout:
@@ -115,36 +113,14 @@ def read_lineage_tail(
     config: Dict[str, str], topic: str, partition: int, start: int, timeout_s: float = 120.0
 ) -> Tuple[Dict[bytes, int], Optional[int]]:
     """The lineage ids of the records of one partition from ``start`` to its
-    end, each with the offset of its first record, and the highest offset seen
-    (None if the tail is empty)."""
-    consumer = Consumer(
-        {
-            **config,
-            "group.id": "clickstream-exactly-once-tail",
-            "enable.auto.commit": "false",
-            "enable.partition.eof": "true",
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": "10",
-        }
-    )
+    confirmed end, each with the offset of its first record, and the highest
+    offset seen (None if the tail is empty)."""
+    consumer = Consumer(reader_config(config, **{"group.id": "clickstream-exactly-once-tail"}))
     seen: Dict[bytes, int] = {}
     last: Optional[int] = None
-    deadline = time.monotonic() + timeout_s
-    ended_at: Optional[float] = None
     try:
-        consumer.assign([TopicPartition(topic, partition, start)])
-        while ended_at is None or time.monotonic() - ended_at < TAIL_END_CONFIRM_S:
-            if time.monotonic() > deadline:
-                raise DeliveryError(f"could not read back {topic}[{partition}] from {start}")
-            for msg in consumer.consume(1000, 0.1):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        ended_at = time.monotonic()
-                    elif err.fatal():
-                        raise DeliveryError(f"reading back {topic}[{partition}]: {err.str()}")
-                    continue
-                ended_at = None
+        for batch in read_to_end(consumer, topic, [partition], start=start, timeout_s=timeout_s):
+            for msg in batch:
                 last = msg.offset()
                 # The sink appends its header last; an earlier `lineage` header
                 # is the input's own (dead letters keep the original headers).
@@ -154,6 +130,8 @@ def read_lineage_tail(
                         lineage = value
                 if lineage is not None and lineage not in seen:
                     seen[lineage] = last
+    except (ReadTimeout, KafkaIOError) as exc:
+        raise DeliveryError(f"could not read back {topic}[{partition}] from {start}: {exc}") from exc
     finally:
         consumer.close()
     return seen, last
@@ -293,18 +271,19 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
                     headers = [*original, (LINEAGE_HEADER, lineage)]
                 else:
                     headers = [(LINEAGE_HEADER, lineage)]
-                while True:
+                try:
                     try:
                         produce(topic, msg.value, msg.key, partition=partition, headers=headers)
-                        break
                     except BufferError:
-                        self._producer.poll(0.1)
-                        self._collect_reports()
-                    except KafkaException as exc:
-                        self._failed = True
-                        raise DeliveryError(
-                            f"cannot produce to {topic}[{partition}] (key={msg.key!r}): {exc}"
-                        ) from exc
+                        produce_with_backpressure(
+                            self._producer, topic, msg.value, msg.key, partition=partition,
+                            headers=headers, poll_s=0.1, on_wait=self._collect_reports,
+                        )
+                except KafkaException as exc:
+                    self._failed = True
+                    raise DeliveryError(
+                        f"cannot produce to {topic}[{partition}] (key={msg.key!r}): {exc}"
+                    ) from exc
                 self.written += 1
         # Serve delivery reports without waiting; a failure stops the flow.
         self._producer.poll(0)

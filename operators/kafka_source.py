@@ -25,14 +25,15 @@ from typing import Dict, List, Optional
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-from confluent_kafka.admin import AdminClient
+
+from operators.kafka_io import END_HOLD_S, NO_TIMESTAMP, KafkaIOError, TopicNotFound, require_topics
 
 from operators.records import PartitionStatus, SourceBatch, SourceRecord, new_source_record
 
 log = logging.getLogger(__name__)
 
 _EOF = KafkaError._PARTITION_EOF
-_NO_TIMESTAMP = 0  # confluent_kafka.TIMESTAMP_NOT_AVAILABLE
+_NO_TIMESTAMP = NO_TIMESTAMP
 _IDLE_BACKOFF = timedelta(milliseconds=5)
 
 
@@ -41,23 +42,17 @@ class KafkaSourceError(RuntimeError):
 
 
 def list_topic_partitions(config: Dict[str, str], topic: str, timeout_s: float = 10.0) -> int:
-    """Number of partitions of ``topic``; a clear error if it does not exist."""
-    admin = AdminClient(dict(config))
+    """Number of partitions of ``topic``; a clear error if it does not exist
+    (the lookup never creates it: :func:`operators.kafka_io.require_topics`)."""
     try:
-        metadata = admin.list_topics(topic, timeout=timeout_s)
-    except Exception as exc:  # KafkaException: broker unreachable
+        return require_topics(config, [topic], timeout_s)[topic]
+    except TopicNotFound as exc:
         raise KafkaSourceError(
-            f"cannot list partitions of topic {topic!r} at "
-            f"{config.get('bootstrap.servers')}: {exc}"
+            f"topic {topic!r} is not usable at {config.get('bootstrap.servers')}: "
+            "it does not exist (create it first)"
         ) from exc
-    meta = metadata.topics.get(topic)
-    if meta is None or meta.error is not None or not meta.partitions:
-        reason = meta.error.str() if meta is not None and meta.error else "no partitions"
-        raise KafkaSourceError(
-            f"topic {topic!r} is not usable at {config.get('bootstrap.servers')}: {reason} "
-            "(create it first)"
-        )
-    return len(meta.partitions)
+    except KafkaIOError as exc:
+        raise KafkaSourceError(str(exc)) from exc
 
 
 class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
@@ -195,17 +190,15 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, int]):
         batch_size: int = 1000,
         heartbeat_s: float = 0.1,
         starting_offset: int = OFFSET_BEGINNING,
-        finish_confirm_s: float = 0.5,
+        finish_confirm_s: float = END_HOLD_S,
     ):
         """:arg config: librdkafka properties (``bootstrap.servers`` and any other).
 
         :arg tail: keep reading at the end of a partition (``False``: finish).
         :arg heartbeat_s: how often a caught-up idle partition reports progress.
         :arg finish_confirm_s: with ``tail=False``, how long the end of a
-            partition must hold (no new record) before it counts as finished.
-            The local Tansu broker reports a wrong high watermark, and
-            librdkafka's end-of-partition event relies on it; under load it
-            was seen to fire before every acknowledged record was readable.
+            partition must hold (no new record) before it counts as finished
+            (default :data:`operators.kafka_io.END_HOLD_S`, which says why).
         """
         self._config = dict(config)
         self._topic = topic
