@@ -23,6 +23,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # rebuild installs the same set. The package itself adds no dependency (--no-deps).
 COPY pyproject.toml README.md requirements.lock /src/
 COPY clickstream /src/clickstream
+COPY connectors /src/connectors
 COPY dataflows /src/dataflows
 COPY operators /src/operators
 WORKDIR /src

@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     from confluent_kafka import Consumer, TopicPartition
 
     from bench.common import finish_producing, read_topic_batches, sink_like_producer
-    from operators.kafka_io import reader_config, require_topics
+    from connectors.kafka_io import reader_config, require_topics
     from operators.dead_letters import dead_letter_message
     from operators.record_mapping import parse_click, parse_profile
     from operators.join_output import encode_result

@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     from confluent_kafka import Consumer
 
     from bench.common import finish_producing, read_topic_batches, sink_like_producer
-    from operators.kafka_io import reader_config, require_topics
+    from connectors.kafka_io import reader_config, require_topics
     from operators.dead_letters import dead_letter_message
     from operators.event_parsing import format_event_time
     from operators.record_mapping import parse_click

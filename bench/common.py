@@ -163,9 +163,9 @@ def bytewax_cmd(job: str, *args: str, settings: Optional[Mapping[str, str]] = No
 # -- reading topics ---------------------------------------------------------
 def read_topic_batches(consumer, topic: str, *, assign: bool = True, **kwargs: Any) -> Iterator[list]:
     """Lists of the data messages of every partition of ``topic`` (from the
-    beginning) to their confirmed end: :func:`operators.kafka_io.read_to_end`
+    beginning) to their confirmed end: :func:`connectors.kafka_io.read_to_end`
     (``kwargs``: its options; ``timeout_s`` 600 s by default here)."""
-    from operators.kafka_io import read_to_end, require_topics
+    from connectors.kafka_io import read_to_end, require_topics
 
     count = require_topics(consumer, [topic])[topic]
     kwargs.setdefault("timeout_s", 600.0)
@@ -181,7 +181,7 @@ def count_topic(
     """Number of records in ``topic``; ``inspect(msg)`` is called on each."""
     from confluent_kafka import Consumer
 
-    from operators.kafka_io import reader_config
+    from connectors.kafka_io import reader_config
 
     consumer = Consumer(reader_config(bootstrap))
     n = 0
@@ -199,12 +199,12 @@ def count_topic(
 def sink_like_producer(bootstrap: str, **extra: Any) -> Tuple[Any, Any, Callable[..., None]]:
     """The hand-written programs' producer: the job sink's settings
     (idempotent, linger 5 ms, delivery reports for failures only; ``extra``
-    properties on top), its :class:`~operators.kafka_io.DeliveryReports`, and
+    properties on top), its :class:`~connectors.kafka_io.DeliveryReports`, and
     ``send(topic, value, key, headers=None)``, which waits for room when the
     local queue is full."""
     from confluent_kafka import Producer
 
-    from operators.kafka_io import DeliveryReports, produce_with_backpressure
+    from connectors.kafka_io import DeliveryReports, produce_with_backpressure
 
     failures = DeliveryReports()  # delivery.report.only.error: failures only
     producer = Producer({

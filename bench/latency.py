@@ -62,7 +62,7 @@ def run_phase(name: str, cmd: List[str], env: Dict[str, str], bootstrap: str, to
     for ``args.duration`` s, drain, stop it; the phase's results."""
     from confluent_kafka import Producer
 
-    from operators.kafka_io import produce_with_backpressure
+    from connectors.kafka_io import produce_with_backpressure
 
     ctx = multiprocessing.get_context("spawn")
     problems: List[str] = []

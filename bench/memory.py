@@ -59,7 +59,7 @@ START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: a backfill
 def produce_workload(bootstrap: str, args) -> Dict[str, Any]:
     from confluent_kafka import Producer
 
-    from operators.kafka_io import produce_with_backpressure
+    from connectors.kafka_io import produce_with_backpressure
 
     users = args.users or max(1, args.clicks // 25)
     span_ms = int(args.span_hours * 3600_000)
@@ -135,7 +135,7 @@ class OutputCounter(threading.Thread):
         super().__init__(daemon=True)
         from confluent_kafka import Consumer, TopicPartition
 
-        from operators.kafka_io import reader_config
+        from connectors.kafka_io import reader_config
 
         self._consumer = Consumer(reader_config(bootstrap, **{"enable.partition.eof": "false"}))
         self._consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])

@@ -33,7 +33,7 @@ the values given for each flag used.
 Exit status: 0 every selected record delivered (or a dry run), 1 a delivery
 failed or Kafka could not be read, 2 usage error, missing topic, unroutable
 record. Kafka connection settings come from the ``KAFKA_*`` environment
-variables (:class:`clickstream.settings.KafkaConnection`, SASL included);
+variables (:class:`dataflows.settings.KafkaConnection`, SASL included);
 they are never printed.
 """
 
@@ -68,7 +68,7 @@ from clickstream.dlq_plan import (  # re-exported: the replay's API
 from clickstream.read_topic import ReadTimeout, TopicNotFound, iter_records
 from clickstream.tooling import UsageError
 from clickstream.tooling import kafka_config, preview, table
-from operators.kafka_io import PRODUCER_DEFAULTS, missing_topics, produce_with_backpressure
+from connectors.kafka_io import PRODUCER_DEFAULTS, missing_topics, produce_with_backpressure
 
 __all__ = [
     "DLQ_ERROR", "DLQ_HEADER_PREFIX", "MISSING", "REPLAYED_FROM", "Filters", "HeaderList", "Plan",

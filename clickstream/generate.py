@@ -5,7 +5,7 @@
 The records come from :mod:`clickstream.synthetic` (pure: same seed and
 options, byte-identical records; see there what the data exercises). This
 module sends them with a confluent-kafka ``Producer``
-(:func:`operators.kafka_io.produce_all`: back-pressure, delivery reports
+(:func:`connectors.kafka_io.produce_all`: back-pressure, delivery reports
 counted), after checking that both topics exist (never creating them). Any
 failed delivery makes the exit status non-zero.
 """
@@ -34,7 +34,7 @@ from clickstream.synthetic import (  # re-exported: the generator's API
     parse_start_ms,
     split_by_topic,
 )
-from operators.kafka_io import PRODUCER_DEFAULTS, TopicNotFound, produce_all, require_topics
+from connectors.kafka_io import PRODUCER_DEFAULTS, TopicNotFound, produce_all, require_topics
 
 __all__ = [
     "BAD_KINDS", "CLICKS", "DEFAULT_START", "PROFILES", "GenerateOptions", "GenerateReport",
@@ -127,7 +127,7 @@ def produce(
 
     ``config`` is a librdkafka config dict (bootstrap.servers, SASL, ...).
     Records not delivered within ``flush_timeout_s`` count as failures.
-    Raises :class:`~operators.kafka_io.TopicNotFound` for a missing topic.
+    Raises :class:`~connectors.kafka_io.TopicNotFound` for a missing topic.
     """
     from confluent_kafka import Producer
 

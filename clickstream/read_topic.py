@@ -3,7 +3,7 @@
 ``python -m clickstream.read_topic TOPIC [--count | --json | --limit N]``
 
 "The end" is where every partition reports partition EOF and the end then
-holds (:func:`operators.kafka_io.read_to_end`), not the high watermark: the
+holds (:func:`connectors.kafka_io.read_to_end`), not the high watermark: the
 local broker (Tansu) reports wrong high watermarks for multi-record batches.
 Partitions are assigned manually from the beginning, so no consumer group is
 joined and no offsets are committed.
@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Opt
 
 import orjson
 
-from operators.kafka_io import NO_TIMESTAMP, ReadTimeout, TopicNotFound, read_to_end, reader_config, require_topics
+from connectors.kafka_io import NO_TIMESTAMP, ReadTimeout, TopicNotFound, read_to_end, reader_config, require_topics
 
 __all__ = ["Record", "ReadTimeout", "TopicNotFound", "iter_records", "read_all", "main"]
 
@@ -52,7 +52,7 @@ def iter_records(
     on_partitions: Optional[Callable[[List[int]], None]] = None,
 ) -> Iterator[Record]:
     """Yield every record of ``topic`` in consumption order until all partitions'
-    end is confirmed (:func:`operators.kafka_io.read_to_end`).
+    end is confirmed (:func:`connectors.kafka_io.read_to_end`).
 
     Raises :class:`TopicNotFound` if the topic does not exist and
     :class:`ReadTimeout` if the end is not reached within ``timeout_s``.

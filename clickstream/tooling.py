@@ -18,7 +18,7 @@ def kafka_config(bootstrap_servers: Optional[str], environ: Mapping[str, str]) -
     """
     from pydantic import ValidationError
 
-    from clickstream.settings import KafkaConnection
+    from dataflows.settings import KafkaConnection
 
     try:
         config = KafkaConnection.from_env(environ).to_librdkafka()

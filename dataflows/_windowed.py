@@ -22,8 +22,9 @@ from typing import Any, Callable, Generic, List, Optional, Tuple, TypeVar
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
-from clickstream.settings import CommonSettings, KafkaConnection
-from dataflows.common import clicks_input, job_settings, start_job_runtime, write_outputs
+from dataflows.settings import CommonSettings, KafkaConnection
+from dataflows.common import clicks_input, job_settings, write_outputs
+from dataflows.runtime import start_job_runtime
 from operators.late_output import late_click_message
 from operators.metrics import LATE, RESULTS
 from operators.records import DecodedBatch, LateClick, OutMessage

@@ -23,7 +23,7 @@ from datetime import timedelta
 import orjson
 from bytewax.dataflow import Stream
 
-from clickstream.settings import AlertsSettings, ConfigError
+from dataflows.settings import AlertsSettings, ConfigError
 from dataflows._windowed import WindowedJob, WindowedStreams
 from dataflows.common import lazy_flow
 from operators.click_alerts import RateAlert, SlidingWindowError, click_alerts, sliding_window_ms

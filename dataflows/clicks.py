@@ -3,7 +3,7 @@ mapped key (``CLICKS_KEY`` / ``PROFILES_KEY``, default ``user_id``).
 
 Run it with ``python -m bytewax.run dataflows.clicks`` (add ``-w N`` for
 threads, ``-i/-a`` for processes). Configuration comes from environment
-variables (see ``clickstream.settings.ClicksSettings`` and the README).
+variables (see ``dataflows.settings.ClicksSettings`` and the README).
 
 ::
 
@@ -22,7 +22,7 @@ from typing import List, Optional, Tuple
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
-from clickstream.settings import (
+from dataflows.settings import (
     ClicksSettings,
     JoinMode,
     JoinStrategy,
@@ -34,9 +34,9 @@ from dataflows.common import (
     job_settings,
     kafka_input,
     lazy_flow,
-    start_job_runtime,
     write_outputs,
 )
+from dataflows.runtime import start_job_runtime
 from operators.asof_join import asof_join
 from operators.interval_join import interval_join
 from operators.late_output import late_click_message

@@ -11,13 +11,12 @@ from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
-from clickstream.settings import CommonSettings, ConfigError, KafkaConnection, load_settings
+from dataflows.settings import CommonSettings, ConfigError, KafkaConnection, load_settings
 from operators.dead_letters import dead_letter_messages
 from operators.decode import DecodeOut, decode
 from operators.record_mapping import RecordMapping
-from operators.exactly_once_sink import kafka_output
-from operators.metrics import serve_metrics, start_progress_log
-from operators.kafka_source import KafkaBatchSource
+from connectors.exactly_once_sink import kafka_output
+from connectors.kafka_source import KafkaBatchSource
 
 S = TypeVar("S", bound=CommonSettings)
 
@@ -36,36 +35,6 @@ def job_settings(
         check(settings)
     check_kafka_config(kafka)
     return settings, kafka
-
-
-def start_job_runtime(job: str, settings: CommonSettings, kafka: KafkaConnection) -> None:
-    """The process-wide side effects of running ``job``, once, before its flow
-    is built: logging (and the start-up line with the redacted settings), the
-    GC tuning, the metrics server and the progress-log thread."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger(f"dataflows.{job}").info(
-        "%s job: tail=%s kafka=%s clicks=%s", job, settings.kafka_tail, kafka.redacted(),
-        settings.clicks_mapping(),
-    )
-    tune_gc()
-    serve_metrics(settings.metrics_port)
-    start_progress_log(job, settings.progress_interval_seconds)
-
-
-def tune_gc() -> None:
-    """Make Python's cyclic GC cheap for a streaming job.
-
-    Every record allocates a few short-lived tuples, and state holds many
-    long-lived ones; with the default thresholds the collector ran so often
-    that it took over a tenth of the CPU in the clicks job. Records and state
-    here form no reference cycles, so collect rarely, and move everything
-    allocated at start-up out of the collector's view.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(200_000, 50, 1000)
 
 
 def check_kafka_config(kafka: KafkaConnection) -> None:

@@ -21,7 +21,7 @@ from datetime import timedelta
 import orjson
 from bytewax.dataflow import Stream
 
-from clickstream.settings import SessionsSettings
+from dataflows.settings import SessionsSettings
 from dataflows._windowed import WindowedJob, WindowedStreams
 from dataflows.common import lazy_flow
 from operators.event_parsing import format_event_time

@@ -14,7 +14,7 @@ values UTF-8; times ISO-8601 UTC with milliseconds):
 ``late.offset``        source offset
 =====================  =======================================================
 
-Lineage id (see :mod:`operators.exactly_once_sink`):
+Lineage id (see :mod:`connectors.exactly_once_sink`):
 ``late:<topic>/<partition>/<offset>`` of the source click.
 """
 

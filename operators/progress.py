@@ -7,7 +7,7 @@ stable across processes and restarts), and every shard tracks each input's
 watermark itself:
 
 * the source reports its position with every batch (see
-  :mod:`operators.kafka_source`);
+  :mod:`connectors.kafka_source`);
 * :class:`ShardRouter` sends a batch's records to their shards together with
   that position, and broadcasts the position alone to every other shard (at
   most every ``progress_interval_s`` per partition, and at once when the

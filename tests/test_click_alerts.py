@@ -24,7 +24,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from clickstream.settings import AlertsSettings, ConfigError, load_settings
+from dataflows.settings import AlertsSettings, ConfigError, load_settings
 from dataflows.alerts import alert_message, check_windows
 from operators.click_alerts import RateAlert, RateCountLogic, click_alerts
 from operators.progress import CLICKS, ShardInput

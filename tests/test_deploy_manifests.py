@@ -196,7 +196,7 @@ def test_statefulset_service_and_config_fit_together(k8s):
 
 
 def test_manifest_env_starts_the_expected_command_and_valid_settings(k8s):
-    from clickstream.settings import ClicksSettings, load_settings
+    from dataflows.settings import ClicksSettings, load_settings
 
     sts, cm = k8s["StatefulSet"], k8s["ConfigMap"]
     (container,) = sts["spec"]["template"]["spec"]["containers"]
@@ -244,7 +244,7 @@ def compose():
 
 
 def test_compose_builds_the_image_and_runs_the_jobs(compose):
-    from clickstream.settings import ClicksSettings, TopUsersSettings, load_settings
+    from dataflows.settings import ClicksSettings, TopUsersSettings, load_settings
 
     services = compose["services"]
     assert {"redpanda", "topics", "generator", "clicks", "top_users"} <= services.keys()

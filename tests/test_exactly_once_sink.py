@@ -17,7 +17,7 @@ import logging
 import pytest
 
 from clickstream.read_topic import read_all
-from operators.exactly_once_sink import _ExactlyOncePartition
+from connectors.exactly_once_sink import _ExactlyOncePartition
 from operators.records import OutMessage
 
 pytestmark = pytest.mark.broker
@@ -88,7 +88,7 @@ def test_records_never_produced_again_stop_pinning_after_the_horizon(broker, top
     b.write_batch([messages(topic, 3)])
     assert b.snapshot() == -1  # 1 and 2 pending: read back from the start
     b.pin_horizon_s = 0.0
-    with caplog.at_level(logging.WARNING, logger="operators.exactly_once_sink"):
+    with caplog.at_level(logging.WARNING, logger="connectors.exactly_once_sink"):
         assert b.snapshot() == 2
     assert f"{topic}[0]: 2 record(s) written before the last restart were not produced again" in caplog.text
     b.write_batch([messages(topic, 2)])  # produced late after all: still skipped in this run

@@ -1,4 +1,4 @@
-"""operators.kafka_io on the real broker: topic lookups that never create
+"""connectors.kafka_io on the real broker: topic lookups that never create
 topics, reads to the confirmed end, produce with back-pressure and delivery
 errors; plus the tools' table printer."""
 
@@ -8,7 +8,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from clickstream.tooling import table
-from operators.kafka_io import (
+from connectors.kafka_io import (
     END_HOLD_S,
     PRODUCER_DEFAULTS,
     DeliveryFailed,
@@ -21,7 +21,7 @@ from operators.kafka_io import (
     reader_config,
     require_topics,
 )
-from operators.kafka_source import KafkaSourceError, list_topic_partitions
+from connectors.kafka_source import KafkaSourceError, list_topic_partitions
 
 
 def test_reader_config_defaults_and_overrides():

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from clickstream.settings import ClicksSettings, ConfigError, TopUsersSettings, load_settings
+from dataflows.settings import ClicksSettings, ConfigError, TopUsersSettings, load_settings
 from operators.record_mapping import DEFAULT_CLICKS, DEFAULT_PROFILES, RecordMapping
 from conftest import ROOT
 

@@ -94,7 +94,7 @@ def test_windowed_job_counts_results_and_late_clicks_under_the_job_name(broker, 
     is the job's name (top_users), not its output topic."""
     from bytewax.testing import run_main
 
-    from clickstream.settings import TopUsersSettings, load_settings
+    from dataflows.settings import TopUsersSettings, load_settings
     from dataflows import top_users
 
     t = topic_names("clicks", "top", "late", "dlq")

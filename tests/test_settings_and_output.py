@@ -8,7 +8,7 @@ import sys
 import orjson
 import pytest
 
-from clickstream.settings import (
+from dataflows.settings import (
     ClicksSettings,
     ConfigError,
     JoinMode,

@@ -46,8 +46,8 @@ from bytewax.dataflow import Stream, operator
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import Consumer, KafkaException, Producer
 
-from operators.kafka_io import KafkaIOError, ReadTimeout, produce_with_backpressure, read_to_end, reader_config
-from operators.kafka_source import list_topic_partitions
+from connectors.kafka_io import KafkaIOError, ReadTimeout, produce_with_backpressure, read_to_end, reader_config
+from connectors.kafka_source import list_topic_partitions
 from operators.records import OutMessage
 
 log = logging.getLogger(__name__)

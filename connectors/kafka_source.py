@@ -26,7 +26,7 @@ from typing import Dict, List, Optional
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from operators.kafka_io import END_HOLD_S, NO_TIMESTAMP, KafkaIOError, TopicNotFound, require_topics
+from connectors.kafka_io import END_HOLD_S, NO_TIMESTAMP, KafkaIOError, TopicNotFound, require_topics
 
 from operators.records import PartitionStatus, SourceBatch, SourceRecord, new_source_record
 
@@ -43,7 +43,7 @@ class KafkaSourceError(RuntimeError):
 
 def list_topic_partitions(config: Dict[str, str], topic: str, timeout_s: float = 10.0) -> int:
     """Number of partitions of ``topic``; a clear error if it does not exist
-    (the lookup never creates it: :func:`operators.kafka_io.require_topics`)."""
+    (the lookup never creates it: :func:`connectors.kafka_io.require_topics`)."""
     try:
         return require_topics(config, [topic], timeout_s)[topic]
     except TopicNotFound as exc:
@@ -198,7 +198,7 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, int]):
         :arg heartbeat_s: how often a caught-up idle partition reports progress.
         :arg finish_confirm_s: with ``tail=False``, how long the end of a
             partition must hold (no new record) before it counts as finished
-            (default :data:`operators.kafka_io.END_HOLD_S`, which says why).
+            (default :data:`connectors.kafka_io.END_HOLD_S`, which says why).
         """
         self._config = dict(config)
         self._topic = topic

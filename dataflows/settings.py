@@ -2,7 +2,7 @@
 
 Three parts:
 
-* :class:`~clickstream.kafka_connection.KafkaConnection` (its own module): how
+* :class:`~connectors.kafka_connection.KafkaConnection` (its own module): how
   to reach Kafka, ``KAFKA_BOOTSTRAP_SERVERS`` plus *any* librdkafka property
   as ``KAFKA_<PROPERTY>``, secrets hidden;
 * the jobs' settings: :class:`CommonSettings` (every job: topics, the clicks
@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from clickstream.kafka_connection import KafkaConnection, is_secret_property  # noqa: F401 (re-exported)
+from connectors.kafka_connection import KafkaConnection, is_secret_property  # noqa: F401 (re-exported)
 from operators.event_parsing import DEFAULT_EVENT_TIME_MIN_MS, TIME_FORMATS, Reject, parse_iso
 from operators.record_mapping import MESSAGE_KEY, MESSAGE_TIMESTAMP, RecordMapping, split_path
 

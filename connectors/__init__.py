@@ -1,0 +1,1 @@
+"""Kafka connectors: the batch source, the exactly-once sink, topic helpers and the typed connection settings."""

@@ -1,0 +1,98 @@
+"""The process-wide side effects of running a job, in one explicit start-up
+call (:func:`start_job_runtime`): logging and the start-up line, GC tuning,
+the Prometheus metrics server and the periodic progress log line."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from typing import Dict, Optional
+
+from prometheus_client import REGISTRY, start_http_server
+
+from dataflows.settings import CommonSettings, KafkaConnection
+
+
+def start_job_runtime(job: str, settings: CommonSettings, kafka: KafkaConnection) -> None:
+    """The process-wide side effects of running ``job``, once, before its flow
+    is built: logging (and the start-up line with the redacted settings), the
+    GC tuning, the metrics server and the progress-log thread."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger(f"dataflows.{job}").info(
+        "%s job: tail=%s kafka=%s clicks=%s", job, settings.kafka_tail, kafka.redacted(),
+        settings.clicks_mapping(),
+    )
+    tune_gc()
+    serve_metrics(settings.metrics_port)
+    start_progress_log(job, settings.progress_interval_seconds)
+
+
+def tune_gc() -> None:
+    """Make Python's cyclic GC cheap for a streaming job.
+
+    Every record allocates a few short-lived tuples, and state holds many
+    long-lived ones; with the default thresholds the collector ran so often
+    that it took over a tenth of the CPU in the clicks job. Records and state
+    here form no reference cycles, so collect rarely, and move everything
+    allocated at start-up out of the collector's view.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(200_000, 50, 1000)
+
+
+log = logging.getLogger("clickstream.progress")
+
+
+def serve_metrics(port: int) -> None:
+    """Serve ``/metrics`` on ``port`` (0: do not serve)."""
+    if port:
+        start_http_server(port)
+        log.info("metrics on http://0.0.0.0:%d/metrics", port)
+
+
+def _total(name: str) -> float:
+    total = 0.0
+    for metric in REGISTRY.collect():
+        if metric.name == name:
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    total += sample.value
+    return total
+
+
+def start_progress_log(job: str, interval_s: float) -> Optional[threading.Thread]:
+    """Log one progress line every ``interval_s``: records in and out, and rates."""
+    if interval_s <= 0:
+        return None
+
+    def run() -> None:
+        last: Dict[str, float] = {}
+        last_t = time.monotonic()
+        while True:
+            time.sleep(interval_s)
+            now = time.monotonic()
+            current = {
+                "in": _total("clickstream_records_in"),
+                "joined": _total("clickstream_joined"),
+                "unmatched": _total("clickstream_unmatched"),
+                "dead": _total("clickstream_dead_lettered"),
+                "late": _total("clickstream_late"),
+                "results": _total("clickstream_results"),
+            }
+            elapsed = max(now - last_t, 1e-9)
+            rate = (current["in"] - last.get("in", 0.0)) / elapsed
+            log.info(
+                "%s progress: in=%d (%.0f/s) joined=%d unmatched=%d dead_lettered=%d late=%d results=%d",
+                job, current["in"], rate, current["joined"], current["unmatched"],
+                current["dead"], current["late"], current["results"],
+            )
+            last, last_t = current, now
+
+    thread = threading.Thread(target=run, name="progress-log", daemon=True)
+    thread.start()
+    return thread
