@@ -79,6 +79,13 @@ def _ts(event: ProfileVersion) -> int:
     return event.ts_ms
 
 
+def _close(rows: List[Row], out: List[List[JoinResult]]) -> None:
+    clicks, profiles = distinct_pieces(rows)
+    results = match_window([c.events for c in clicks], [p.events for p in profiles])
+    if results:
+        out.append(results)
+
+
 class WindowMatchLogic(op.StatefulBatchLogic):
     """One shard: rows of windows not yet closed; a window's results at its close."""
 
@@ -92,15 +99,19 @@ class WindowMatchLogic(op.StatefulBatchLogic):
             if isinstance(value, WindowMetadata):
                 window_rows = rows.pop(window_id, None)
                 if window_rows:
-                    clicks, profiles = distinct_pieces(window_rows)
-                    results = match_window(
-                        [c.events for c in clicks], [p.events for p in profiles]
-                    )
-                    if results:
-                        out.append(results)
+                    _close(window_rows, out)
             else:
                 rows.setdefault(window_id, []).append(value)
         return out, not rows
+
+    def on_eof(self) -> Tuple[List[List[JoinResult]], bool]:
+        # Bytewax emits a window's metadata right after its rows, so nothing
+        # should be left; if a window's metadata ever overtook its rows, its clicks
+        # still get their results here.
+        out = []
+        for window_id in sorted(self.rows):
+            _close(self.rows.pop(window_id), out)
+        return out, True
 
     def snapshot(self) -> Dict[int, List[Row]]:
         return {window_id: list(rows) for window_id, rows in self.rows.items()}

@@ -9,17 +9,21 @@ state shard: users of one shard share one clock (watermark).
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import datetime, timedelta, timezone
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
+from bytewax.operators.windowing import WindowMetadata
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from operators.records import Click, JoinResult, ProfileVersion
-from operators.window_join import window_join
+from operators.progress import shard_key
+from operators.window_join import _Splitter, window_join
+from operators.window_matching import WindowMatchLogic
 from events import click, is_click, profile
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -301,6 +305,43 @@ def test_every_click_exactly_once_even_when_many_are_late(workers):
             assert window_of(r.profile.ts_ms) == window_of(r.click.ts_ms)
             assert r.profile.ts_ms <= r.click.ts_ms
             assert coords(r.profile) not in {coords(p) for p in late_profiles}
+
+
+class _TestPiece(NamedTuple):
+    events: List[Event]
+
+
+def test_matching_step_takes_the_pieces_back_out_of_the_product():
+    # What join_window(insert_mode="product", emit_mode="final") emits at a
+    # window's close: every (click piece, profile piece) pair, then the metadata.
+    c1, c2, c3 = click("ann", at(3)), click("bo", at(4)), click("ann", at(9))
+    v1, v2, v3 = profile("ann", at(2), "v1"), profile("ann", at(5), "v2"), profile("bo", at(6), "v3")
+    click_pieces = [_TestPiece([c1, c2]), _TestPiece([c3])]
+    profile_pieces = [_TestPiece([v1]), _TestPiece([v2, v3]), _TestPiece([])]
+    rows = list(itertools.product(click_pieces, profile_pieces))
+    meta = WindowMetadata(ALIGN, ALIGN + WINDOW)
+    logic = WindowMatchLogic(None)
+
+    first, discard = logic.on_batch([(0, row) for row in rows[:4]])
+    assert (first, discard) == ([], False)
+    out, discard = logic.on_batch([(0, row) for row in rows[4:]] + [(0, meta)])
+    assert discard
+    assert out == [[JoinResult(c1, v1), JoinResult(c2, None), JoinResult(c3, v2)]]
+
+    # A window with clicks only, and rows left without metadata: flushed at EOF.
+    logic.on_batch([(1, (_TestPiece([c3]), None))])
+    assert logic.on_eof() == ([[JoinResult(c3, None)]], True)
+
+
+def test_pieces_go_to_the_users_state_shard():
+    # The same shard as every other sharded operator (operators.progress.shard_key).
+    split = _Splitter(shards=7, length_ms=WINDOW // timedelta(milliseconds=1), align_ms=0)
+    events = [click(f"user-{i}", at(i % 30)) for i in range(200)]
+    for key, piece in split(events):
+        assert {shard_key(e.key, 7) for e in piece.events} == {key}
+        assert len({window_of(e.ts_ms) for e in piece.events}) == 1
+        assert piece.ts == EPOCH + timedelta(milliseconds=max(e.ts_ms for e in piece.events))
+    assert sorted(e for _, p in split(events) for e in p.events) == sorted(events)
 
 
 @pytest.mark.parametrize(
