@@ -93,23 +93,23 @@ def _one_per_click(
             shards=settings.state_shards,
             live_profiles_interval=LIVE_PROFILES_PROGRESS,
         ).joined
-    click_items = op.flat_map("click_items", clicks, _items)
-    profile_items = op.flat_map("profile_items", profiles, _items)
-    if settings.join_strategy == JoinStrategy.RUNNING:
-        from operators.running_join import running_join
-
-        results = running_join("running_join", click_items, profile_items)
-    else:
+    if settings.join_strategy == JoinStrategy.WINDOW:
         from operators.window_join import window_join
 
-        results = window_join(
+        return window_join(
             "window_join",
-            click_items,
-            profile_items,
+            op.map("click_lists", clicks, _items),
+            op.map("profile_lists", profiles, _items),
             window_length=timedelta(seconds=settings.window_seconds),
             wait_for_system_duration=timedelta(seconds=settings.allowed_lateness_seconds),
             align_to=datetime(1970, 1, 1, tzinfo=timezone.utc),
+            shards=settings.state_shards,
         ).joined
+    click_items = op.flat_map("click_items", clicks, _items)
+    profile_items = op.flat_map("profile_items", profiles, _items)
+    from operators.running_join import running_join
+
+    results = running_join("running_join", click_items, profile_items)
     return op.map("as_lists", results, lambda result: [result])
 
 

@@ -1,116 +1,126 @@
-"""Alternative join: Bytewax's ``join_window`` over event-time tumbling windows.
+"""Alternative join: Bytewax's ``join_window`` over event-time tumbling windows, keyed by shard.
 
 What: a click is matched with the latest profile version of the same user that
 falls in the *same* tumbling window and whose ``ts_ms`` is ``<=`` the click's;
-if there is none, the profile is ``None``. Windows are per user and aligned to
+if there is none, the profile is ``None``. Windows are aligned to
 ``align_to``; times are the records' ``ts_ms`` as tz-aware UTC datetimes.
 
 When this strategy fits: the classic windowed join (the seed paradigm) when
 profile updates and the clicks they describe arrive close together in event
-time. State is bounded: per user and open window only the last click and the
-last profile, dropped when the window closes. The price: a click only sees
-profiles from its own window, so a profile set before the window opened is
-invisible (use the as-of join for that).
+time. State is bounded: a window's records, dropped when it closes. The
+price: a click only sees profiles from its own window, so a profile set
+before the window opened is invisible (use the as-of join for that).
 
-How: ``join_window(insert_mode="last", emit_mode="running", ordered=True)``.
-Ordered mode applies a window's records in event-time order once the
-watermark passes them, and running mode emits ``(last click, last profile)``
-after each one. Clicks are stamped one microsecond after their millisecond,
-so at equal ``ts_ms`` a profile always comes first. Then a row was triggered
-by a click exactly when ``profile is None or profile.ts_ms <= click.ts_ms``;
-the rows profile updates trigger fail that test and are dropped, leaving
-exactly one row per click without any extra state.
+How: Bytewax's clocks, windows and wake-ups are per key, and their cost is per
+key and per item (upstream #578: on backfill every wake-up is overdue). So the
+join is keyed by *state shard* (``shard-NNN``, ``crc32(key) % shards``, as
+:func:`operators.progress.shard_key`), not by user, and its items are
+*pieces*: the events of one input list (e.g. one Kafka poll) that fall in the
+same shard and the same window, stamped with their latest event time.
+``join_window(insert_mode="product", emit_mode="final", ordered=False)``
+keeps a shard's pieces per window and emits them when the window closes;
+:mod:`operators.window_matching` then applies the rule per user and emits one
+list of results per window.
 
-Late records (event time behind the user's watermark, which is the user's
-latest ``ts`` minus ``wait_for_system_duration``, advancing with the wall
-clock) are never dropped: a late click is joined with ``None`` *and* appears
-on ``late_clicks``; a late profile appears on ``late_profiles`` only.
-Bytewax forgets a user's watermark once all its windows have closed, so a
-record arriving after that is not "late": it opens its window afresh.
+Late pieces (stamped behind the shard's watermark, which is the shard's latest
+event time minus ``wait_for_system_duration``, advancing with the wall clock;
+a piece is stamped with its latest event, so it is late exactly when its
+window already closed) are never dropped: late clicks are joined with
+``None`` *and* appear on ``late_clicks``; late profiles appear on
+``late_profiles`` only. Bytewax forgets a shard's watermark once all its
+windows have closed, so a record arriving after that is not "late": it opens
+its window afresh.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import bytewax.operators as op
 import bytewax.operators.windowing as win
 from bytewax.dataflow import Stream, operator
 from bytewax.operators.windowing import EventClock, TumblingWindower
 
-from operators.records import Click, JoinResult, ProfileVersion
+from operators.records import Click, Event, JoinResult, ProfileVersion, new_join_result
+from operators.window_matching import WindowMatchLogic
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MS = timedelta(milliseconds=1)
-#: Added to a click's timestamp so a profile of the same millisecond sorts first.
-_CLICK_AFTER_PROFILE = timedelta(microseconds=1)
-#: Side index of each input in the join's (clicks, profiles) tuples.
+#: Side index of each input in the join's (clicks, profiles) rows.
 _CLICK_SIDE = 0
 _PROFILE_SIDE = 1
 
 
 @dataclass(frozen=True)
 class WindowJoinOut:
-    """Streams returned by :func:`window_join`."""
+    """Streams returned by :func:`window_join` (lists: one per window or piece)."""
 
     #: One result per click, late clicks included (with ``profile=None``).
-    joined: Stream[JoinResult]
-    #: Clicks that arrived behind their user's watermark.
-    late_clicks: Stream[Click]
-    #: Profile versions that arrived behind their user's watermark (not joined).
-    late_profiles: Stream[ProfileVersion]
+    joined: Stream[List[JoinResult]]
+    #: Clicks that arrived after their window closed in their shard.
+    late_clicks: Stream[List[Click]]
+    #: Profile versions that arrived after their window closed (not joined).
+    late_profiles: Stream[List[ProfileVersion]]
 
 
-class _Sided(NamedTuple):
-    """An event with its side: the one clock of the join stamps clicks later."""
+class _Piece(NamedTuple):
+    """Events of one input list in one shard and one window, and their latest time."""
 
-    is_click: bool
-    event: Click
-
-
-def _user_key(sided: _Sided) -> str:
-    # Bytewax keys must be str; event keys already are.
-    return sided.event.key
+    ts: datetime
+    events: List[Event]
 
 
-def _event_time(sided: _Sided) -> datetime:
-    ts = _EPOCH + timedelta(milliseconds=sided.event.ts_ms)
-    if sided.is_click:
-        ts += _CLICK_AFTER_PROFILE
-    return ts
+class _Splitter:
+    """Splits an input list into ``(shard key, piece)`` items, one per (shard, window)."""
+
+    def __init__(self, shards: int, length_ms: int, align_ms: int):
+        self.keys = [f"shard-{i:03d}" for i in range(shards)]
+        self.shards = shards
+        self.length_ms = length_ms
+        self.align_ms = align_ms
+
+    def __call__(self, events: List[Event]) -> List[Tuple[str, _Piece]]:
+        shards = self.shards
+        length = self.length_ms
+        align = self.align_ms
+        crc32 = zlib.crc32
+        groups: Dict[Tuple[int, int], List[Event]] = {}
+        latest: Dict[Tuple[int, int], int] = {}
+        for event in events:
+            ts = event.ts_ms
+            where = (crc32(event.key.encode()) % shards, (ts - align) // length)
+            group = groups.get(where)
+            if group is None:
+                groups[where] = [event]
+                latest[where] = ts
+            else:
+                group.append(event)
+                if ts > latest[where]:
+                    latest[where] = ts
+        keys = self.keys
+        return [
+            (keys[where[0]], _Piece(_EPOCH + timedelta(milliseconds=latest[where]), group))
+            for where, group in groups.items()
+        ]
 
 
-def _click_row(
-    id_row: Tuple[int, Tuple[Optional[_Sided], Optional[_Sided]]],
-) -> Optional[JoinResult]:
-    """Keep a row only if a click triggered it (see the module docstring)."""
-    _window_id, (sided_click, sided_profile) = id_row
-    if sided_click is None:
-        return None
-    click = sided_click.event
-    profile = None if sided_profile is None else sided_profile.event
-    if profile is not None and profile.ts_ms > click.ts_ms:
-        # A profile later than the click was applied after it: not for it.
-        return None
-    return JoinResult(click, profile)
+def _piece_time(piece: _Piece) -> datetime:
+    return piece.ts
 
 
-def _late_click(id_side_value: Tuple[int, Tuple[int, Any]]) -> Optional[Click]:
-    _window_id, (side, value) = id_side_value
-    return value.event if side == _CLICK_SIDE else None
+def _late_events(side: int):
+    def late(id_side_piece: Tuple[int, Tuple[int, _Piece]]) -> Optional[List[Event]]:
+        _window_id, (piece_side, piece) = id_side_piece
+        return piece.events if piece_side == side else None
+
+    return late
 
 
-def _late_profile(
-    id_side_value: Tuple[int, Tuple[int, Any]],
-) -> Optional[ProfileVersion]:
-    _window_id, (side, value) = id_side_value
-    return value.event if side == _PROFILE_SIDE else None
-
-
-def _unmatched(click: Click) -> JoinResult:
-    return JoinResult(click, None)
+def _unmatched(clicks: List[Click]) -> List[JoinResult]:
+    return [new_join_result((c, None)) for c in clicks]
 
 
 def _check_whole_ms(name: str, value: timedelta) -> None:
@@ -122,23 +132,27 @@ def _check_whole_ms(name: str, value: timedelta) -> None:
 @operator
 def window_join(
     step_id: str,
-    clicks: Stream[Click],
-    profiles: Stream[ProfileVersion],
+    clicks: Stream[List[Click]],
+    profiles: Stream[List[ProfileVersion]],
     *,
     window_length: timedelta,
     wait_for_system_duration: timedelta,
     align_to: datetime,
+    shards: int,
 ) -> WindowJoinOut:
     """Join each click with its user's latest profile in the same window.
 
+    Inputs are lists of events (e.g. one per Kafka poll); Bytewax's cost is
+    per item, so a list pays it once per (shard, window) it touches.
     ``window_length``: tumbling window size. ``align_to``: an instant that
-    starts a window (tz-aware). ``wait_for_system_duration``: how far behind a
-    user's latest event time a record may be and still be joined; it must
-    cover the skew between the click and profile topics (one clock per user
-    serves both). A click's result comes out once the user's watermark passes
-    it: about ``wait_for_system_duration`` of wall time after it arrives,
-    sooner if later records of the user push the watermark past it, at the
-    latest at EOF. Every click yields exactly one :class:`JoinResult`.
+    starts a window (tz-aware). ``wait_for_system_duration``: how far behind
+    a shard's latest event time a record may be and still be joined; it must
+    cover the skew between the click and profile topics (one clock per shard
+    serves both). ``shards``: how many state shards (Bytewax keys). A
+    window's results come out once the shard's watermark passes its end:
+    about ``wait_for_system_duration`` of wall time after its last record,
+    sooner if later records push the watermark past it, at the latest at
+    EOF. Every click yields exactly one :class:`JoinResult`.
     """
     if window_length <= timedelta(0):
         msg = f"window_length must be positive; got {window_length!r}"
@@ -152,41 +166,41 @@ def window_join(
     if align_to.tzinfo is None or align_to.utcoffset() is None:
         msg = f"align_to must be a tz-aware datetime; got {align_to!r}"
         raise ValueError(msg)
-    # The 1 us click stamp must never move a click into another window.
+    if shards < 1:
+        msg = f"shards must be at least 1; got {shards!r}"
+        raise ValueError(msg)
+    # Pieces are split by window in whole ms: it must agree with Bytewax's windower.
     _check_whole_ms("window_length", window_length)
     _check_whole_ms("align_to (since the Unix epoch)", align_to - _EPOCH)
 
     wait = wait_for_system_duration
 
     def wake_at(watermark_time: datetime) -> Optional[datetime]:
-        # Bytewax maps a window/queue time to the wall time to wake up at; the
+        # Bytewax maps a window close time to the wall time to wake up at; the
         # default (the same instant) wakes `wait` too early and busy-polls.
         return watermark_time + wait
 
-    sided_clicks = op.map("side_clicks", clicks, lambda c: _Sided(True, c))
-    sided_profiles = op.map("side_profiles", profiles, lambda p: _Sided(False, p))
-    keyed_clicks = op.key_on("key_clicks", sided_clicks, _user_key)
-    keyed_profiles = op.key_on("key_profiles", sided_profiles, _user_key)
-    clock = EventClock(
-        _event_time,
-        wait_for_system_duration=wait,
-        to_system_utc=wake_at,
-    )
+    split = _Splitter(shards, window_length // _MS, (align_to - _EPOCH) // _MS)
+    click_pieces = op.flat_map("split_clicks", clicks, split)
+    profile_pieces = op.flat_map("split_profiles", profiles, split)
+    clock = EventClock(_piece_time, wait_for_system_duration=wait, to_system_utc=wake_at)
     windower = TumblingWindower(length=window_length, align_to=align_to)
     out = win.join_window(
         "join_window",
         clock,
         windower,
-        keyed_clicks,
-        keyed_profiles,
-        insert_mode="last",
-        emit_mode="running",
-        ordered=True,
+        click_pieces,
+        profile_pieces,
+        insert_mode="product",
+        emit_mode="final",
+        ordered=False,
     )
+    # A window's rows, then its metadata: the matching step closes it on the latter.
+    ends = op.merge("rows_and_ends", out.down, out.meta)
+    matched = op.stateful_batch("match", ends, WindowMatchLogic)
 
-    matched = op.filter_map_value("click_rows", out.down, _click_row)
-    late_clicks = op.filter_map_value("late_clicks", out.late, _late_click)
-    late_profiles = op.filter_map_value("late_profiles", out.late, _late_profile)
+    late_clicks = op.filter_map_value("late_clicks", out.late, _late_events(_CLICK_SIDE))
+    late_profiles = op.filter_map_value("late_profiles", out.late, _late_events(_PROFILE_SIDE))
     unmatched = op.map_value("late_click_results", late_clicks, _unmatched)
     joined = op.merge("merge_results", matched, unmatched)
     return WindowJoinOut(

@@ -1,23 +1,29 @@
 """Stories for ``window_join``: latest profile in the click's own tumbling window.
 
 Clicks and profiles come from one TestingSource (batch size 1) split by type,
-so the arrival order (which decides lateness) is the order written here.
-Windows: 10 minutes aligned to 2024-01-01T00:00Z.
+each event as a list of one (the operator takes lists, e.g. one per Kafka
+poll), so the arrival order (which decides lateness) is the order written
+here. Windows: 10 minutes aligned to 2024-01-01T00:00Z. The join is keyed by
+state shard: users of one shard share one clock (watermark).
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import datetime, timedelta, timezone
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
+from bytewax.operators.windowing import WindowMetadata
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from operators.records import Click, JoinResult, ProfileVersion
-from operators.window_join import window_join
+from operators.progress import shard_key
+from operators.window_join import _Splitter, window_join
+from operators.window_matching import WindowMatchLogic
 from events import click, is_click, profile
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -44,13 +50,20 @@ def at(minute: int, second: int = 0, ms: int = 0) -> int:
 Outputs = Tuple[List[JoinResult], List[Click], List[ProfileVersion]]
 
 
-def run(events: Sequence[Event], wait: timedelta, workers: int = 1) -> Outputs:
-    joined: List[JoinResult] = []
-    late_clicks: List[Click] = []
-    late_profiles: List[ProfileVersion] = []
+def run(
+    events: Sequence[Union[Event, List[Event]]],
+    wait: timedelta,
+    workers: int = 1,
+    shards: int = 4,
+) -> Outputs:
+    """Run the join; an item is an event (a list of one) or a list of events of one kind."""
+    joined: List[List[JoinResult]] = []
+    late_clicks: List[List[Click]] = []
+    late_profiles: List[List[ProfileVersion]] = []
     flow = Dataflow("window_join_test")
-    inp = op.input("inp", flow, TestingSource(list(events), batch_size=1))
-    split = op.branch("split", inp, lambda e: is_click(e))
+    items = [e if isinstance(e, list) else [e] for e in events]
+    inp = op.input("inp", flow, TestingSource(items, batch_size=1))
+    split = op.branch("split", inp, lambda es: is_click(es[0]))
     out = window_join(
         "join",
         split.trues,
@@ -58,6 +71,7 @@ def run(events: Sequence[Event], wait: timedelta, workers: int = 1) -> Outputs:
         window_length=WINDOW,
         wait_for_system_duration=wait,
         align_to=ALIGN,
+        shards=shards,
     )
     op.output("joined", out.joined, TestingSink(joined))
     op.output("late_clicks", out.late_clicks, TestingSink(late_clicks))
@@ -66,7 +80,11 @@ def run(events: Sequence[Event], wait: timedelta, workers: int = 1) -> Outputs:
         run_main(flow)
     else:
         cluster_main(flow, addresses=[], proc_id=0, worker_count_per_proc=workers)
-    return joined, late_clicks, late_profiles
+    return _flat(joined), _flat(late_clicks), _flat(late_profiles)
+
+
+def _flat(lists: List[list]) -> list:
+    return [x for xs in lists for x in xs]
 
 
 def coords(record: Event):
@@ -132,20 +150,20 @@ def test_story_versions_windows_and_unknown_users(workers):
 
 
 def test_story_late_click_and_late_profile(workers):
-    # wait 0: anything behind its user's latest event time is late.
+    # One shard, wait 0: anything behind the latest event time of any user is late.
     a_v1 = profile("alice", at(1), "v1")
     a_c1 = click("alice", at(5))
     a_late_c = click("alice", at(3))  # would have matched v1, but is late
     a_late_v = profile("alice", at(2), "v-late")  # late: never joined
     a_c2 = click("alice", at(6))
-    b_c1 = click("bob", at(6))
+    b_c1 = click("bob", at(7))  # not at 6: the watermark moves on with the wall clock
     b_late_v = profile("bob", at(4), "v-late")
     b_c2 = click("bob", at(8))
-    # Clocks are per user: dave's old click is not late because of alice.
+    # The clock is the shard's: dave's old click is late because of alice and bob.
     d_c1 = click("dave", at(0, 10))
 
     events = [a_v1, a_c1, a_late_c, a_late_v, a_c2, b_c1, b_late_v, b_c2, d_c1]
-    joined, late_clicks, late_profiles = run(events, timedelta(0), workers)
+    joined, late_clicks, late_profiles = run(events, timedelta(0), workers, shards=1)
 
     assert by_click(joined) == by_click(
         [
@@ -157,8 +175,28 @@ def test_story_late_click_and_late_profile(workers):
             JoinResult(d_c1, None),
         ]
     )
-    assert late_clicks == [a_late_c]
+    assert by_coords(late_clicks) == by_coords([a_late_c, d_c1])
     assert by_coords(late_profiles) == by_coords([a_late_v, b_late_v])
+
+
+def test_story_clocks_are_per_shard(workers):
+    # Two shards, wait 0: alice (shard-001) and bob (shard-000) have their own
+    # clocks, so bob's old records are not late because of alice's new ones;
+    # dave shares bob's shard, and his old click is late because of bob.
+    a_v1 = profile("alice", at(8), "v1")
+    a_c1 = click("alice", at(9))
+    b_v1 = profile("bob", at(1), "v1")
+    b_c1 = click("bob", at(2))
+    d_c1 = click("dave", at(0, 10))
+
+    events = [a_v1, a_c1, b_v1, b_c1, d_c1]
+    joined, late_clicks, late_profiles = run(events, timedelta(0), workers, shards=2)
+
+    assert by_click(joined) == by_click(
+        [JoinResult(a_c1, a_v1), JoinResult(b_c1, b_v1), JoinResult(d_c1, None)]
+    )
+    assert late_clicks == [d_c1]
+    assert late_profiles == []
 
 
 def window_of(ts_ms: int) -> int:
@@ -210,6 +248,41 @@ def test_random_order_matches_reference(workers):
     assert late_profiles == []
 
 
+def in_order_lists(seed: int, count: int) -> List[List[Event]]:
+    """Events in event-time order, in lists of one kind (like Kafka polls) of 1-7 events."""
+    rng = random.Random(seed)
+    users = [f"u{i}" for i in range(20)]
+    stamps = sorted(rng.sample(range(at(0), at(60), 331), count))  # 6 windows
+    lists: List[List[Event]] = []
+    for i, ts in enumerate(stamps):
+        user = rng.choice(users)
+        if rng.random() < 0.3:
+            event: Event = profile(user, ts, f"v{i}", partition=rng.randrange(2))
+        else:
+            event = click(user, ts, partition=rng.randrange(3))
+        same_kind = lists and is_click(lists[-1][0]) == is_click(event)
+        if same_kind and len(lists[-1]) < rng.randint(1, 7):
+            lists[-1].append(event)
+        else:
+            lists.append([event])
+    return lists
+
+
+def test_story_in_order_lists_match_the_rule(workers):
+    # In-order data read in lists: windows close while the data moves on (the
+    # wait is 1 minute of event time), nothing is late, and every click gets
+    # the latest version of its user in its window at or before it.
+    lists = in_order_lists(seed=3, count=600)
+    events = [e for es in lists for e in es]
+
+    joined, late_clicks, late_profiles = run(lists, timedelta(minutes=1), workers)
+
+    assert by_click(joined) == by_click(reference(events))
+    assert sum(r.profile is not None for r in joined) > 100
+    assert late_clicks == []
+    assert late_profiles == []
+
+
 def test_every_click_exactly_once_even_when_many_are_late(workers):
     events = random_events(seed=5, count=400)
     clicks = [e for e in events if is_click(e)]
@@ -234,6 +307,43 @@ def test_every_click_exactly_once_even_when_many_are_late(workers):
             assert coords(r.profile) not in {coords(p) for p in late_profiles}
 
 
+class _TestPiece(NamedTuple):
+    events: List[Event]
+
+
+def test_matching_step_takes_the_pieces_back_out_of_the_product():
+    # What join_window(insert_mode="product", emit_mode="final") emits at a
+    # window's close: every (click piece, profile piece) pair, then the metadata.
+    c1, c2, c3 = click("ann", at(3)), click("bo", at(4)), click("ann", at(9))
+    v1, v2, v3 = profile("ann", at(2), "v1"), profile("ann", at(5), "v2"), profile("bo", at(6), "v3")
+    click_pieces = [_TestPiece([c1, c2]), _TestPiece([c3])]
+    profile_pieces = [_TestPiece([v1]), _TestPiece([v2, v3]), _TestPiece([])]
+    rows = list(itertools.product(click_pieces, profile_pieces))
+    meta = WindowMetadata(ALIGN, ALIGN + WINDOW)
+    logic = WindowMatchLogic(None)
+
+    first, discard = logic.on_batch([(0, row) for row in rows[:4]])
+    assert (first, discard) == ([], False)
+    out, discard = logic.on_batch([(0, row) for row in rows[4:]] + [(0, meta)])
+    assert discard
+    assert out == [[JoinResult(c1, v1), JoinResult(c2, None), JoinResult(c3, v2)]]
+
+    # A window with clicks only, and rows left without metadata: flushed at EOF.
+    logic.on_batch([(1, (_TestPiece([c3]), None))])
+    assert logic.on_eof() == ([[JoinResult(c3, None)]], True)
+
+
+def test_pieces_go_to_the_users_state_shard():
+    # The same shard as every other sharded operator (operators.progress.shard_key).
+    split = _Splitter(shards=7, length_ms=WINDOW // timedelta(milliseconds=1), align_ms=0)
+    events = [click(f"user-{i}", at(i % 30)) for i in range(200)]
+    for key, piece in split(events):
+        assert {shard_key(e.key, 7) for e in piece.events} == {key}
+        assert len({window_of(e.ts_ms) for e in piece.events}) == 1
+        assert piece.ts == EPOCH + timedelta(milliseconds=max(e.ts_ms for e in piece.events))
+    assert sorted(e for _, p in split(events) for e in p.events) == sorted(events)
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -242,11 +352,15 @@ def test_every_click_exactly_once_even_when_many_are_late(workers):
         {"align_to": datetime(2024, 1, 1)},
         {"align_to": ALIGN + timedelta(microseconds=1)},
         {"wait_for_system_duration": timedelta(seconds=-1)},
+        {"shards": 0},
     ],
 )
 def test_rejects_bad_parameters(kwargs):
     params = dict(
-        window_length=WINDOW, wait_for_system_duration=timedelta(0), align_to=ALIGN
+        window_length=WINDOW,
+        wait_for_system_duration=timedelta(0),
+        align_to=ALIGN,
+        shards=4,
     )
     params.update(kwargs)
     flow = Dataflow("bad")
