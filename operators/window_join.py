@@ -32,8 +32,8 @@ record arriving after that is not "late": it opens its window afresh.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple, Optional, Tuple
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 import bytewax.operators as op
 import bytewax.operators.windowing as win
@@ -42,7 +42,7 @@ from bytewax.operators.windowing import EventClock, TumblingWindower
 
 from operators.records import Click, JoinResult, ProfileVersion
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 #: Added to a click's timestamp so a profile of the same millisecond sorts first.
 _CLICK_AFTER_PROFILE = timedelta(microseconds=1)
@@ -83,8 +83,8 @@ def _event_time(sided: _Sided) -> datetime:
 
 
 def _click_row(
-    id_row: Tuple[int, Tuple[Optional[_Sided], Optional[_Sided]]],
-) -> Optional[JoinResult]:
+    id_row: tuple[int, tuple[_Sided | None, _Sided | None]],
+) -> JoinResult | None:
     """Keep a row only if a click triggered it (see the module docstring)."""
     _window_id, (sided_click, sided_profile) = id_row
     if sided_click is None:
@@ -97,14 +97,14 @@ def _click_row(
     return JoinResult(click, profile)
 
 
-def _late_click(id_side_value: Tuple[int, Tuple[int, Any]]) -> Optional[Click]:
+def _late_click(id_side_value: tuple[int, tuple[int, Any]]) -> Click | None:
     _window_id, (side, value) = id_side_value
     return value.event if side == _CLICK_SIDE else None
 
 
 def _late_profile(
-    id_side_value: Tuple[int, Tuple[int, Any]],
-) -> Optional[ProfileVersion]:
+    id_side_value: tuple[int, tuple[int, Any]],
+) -> ProfileVersion | None:
     _window_id, (side, value) = id_side_value
     return value.event if side == _PROFILE_SIDE else None
 
@@ -144,10 +144,7 @@ def window_join(
         msg = f"window_length must be positive; got {window_length!r}"
         raise ValueError(msg)
     if wait_for_system_duration < timedelta(0):
-        msg = (
-            "wait_for_system_duration must not be negative; "
-            f"got {wait_for_system_duration!r}"
-        )
+        msg = f"wait_for_system_duration must not be negative; got {wait_for_system_duration!r}"
         raise ValueError(msg)
     if align_to.tzinfo is None or align_to.utcoffset() is None:
         msg = f"align_to must be a tz-aware datetime; got {align_to!r}"
@@ -158,7 +155,7 @@ def window_join(
 
     wait = wait_for_system_duration
 
-    def wake_at(watermark_time: datetime) -> Optional[datetime]:
+    def wake_at(watermark_time: datetime) -> datetime | None:
         # Bytewax maps a window/queue time to the wall time to wake up at; the
         # default (the same instant) wakes `wait` too early and busy-polls.
         return watermark_time + wait

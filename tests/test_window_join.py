@@ -8,46 +8,42 @@ Windows: 10 minutes aligned to 2024-01-01T00:00Z.
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
+from events import click, is_click, profile
 from operators.records import Click, JoinResult, ProfileVersion
 from operators.window_join import window_join
-from events import click, is_click, profile
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-ALIGN = datetime(2024, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ALIGN = datetime(2024, 1, 1, tzinfo=UTC)
 WINDOW = timedelta(minutes=10)
 NO_LATENESS = timedelta(hours=1)
 
-Event = Union[Click, ProfileVersion]
+Event = Click | ProfileVersion
 
-_click_offsets: Dict[int, int] = {}
-_profile_offsets: Dict[int, int] = {}
+_click_offsets: dict[int, int] = {}
+_profile_offsets: dict[int, int] = {}
 
 
 def at(minute: int, second: int = 0, ms: int = 0) -> int:
     """Epoch ms of 2024-01-01 10:mm:ss.ms UTC."""
-    moment = ALIGN + timedelta(
-        hours=10, minutes=minute, seconds=second, milliseconds=ms
-    )
+    moment = ALIGN + timedelta(hours=10, minutes=minute, seconds=second, milliseconds=ms)
     return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
-
-
-Outputs = Tuple[List[JoinResult], List[Click], List[ProfileVersion]]
+Outputs = tuple[list[JoinResult], list[Click], list[ProfileVersion]]
 
 
 def run(events: Sequence[Event], wait: timedelta, workers: int = 1) -> Outputs:
-    joined: List[JoinResult] = []
-    late_clicks: List[Click] = []
-    late_profiles: List[ProfileVersion] = []
+    joined: list[JoinResult] = []
+    late_clicks: list[Click] = []
+    late_profiles: list[ProfileVersion] = []
     flow = Dataflow("window_join_test")
     inp = op.input("inp", flow, TestingSource(list(events), batch_size=1))
     split = op.branch("split", inp, lambda e: is_click(e))
@@ -73,12 +69,12 @@ def coords(record: Event):
     return (type(record).__name__, record.partition, record.offset)
 
 
-def by_click(results: List[JoinResult]) -> List[JoinResult]:
+def by_click(results: list[JoinResult]) -> list[JoinResult]:
     # Order is not defined across users, windows or workers.
     return sorted(results, key=lambda r: coords(r.click))
 
 
-def by_coords(records: List[Event]) -> List[Event]:
+def by_coords(records: list[Event]) -> list[Event]:
     return sorted(records, key=coords)
 
 
@@ -166,7 +162,7 @@ def window_of(ts_ms: int) -> int:
     return (ts - ALIGN) // WINDOW
 
 
-def reference(events: Sequence[Event]) -> List[JoinResult]:
+def reference(events: Sequence[Event]) -> list[JoinResult]:
     """Latest profile of the same user and window with ts <= the click's."""
     profiles = [e for e in events if not is_click(e)]
     results = []
@@ -174,23 +170,19 @@ def reference(events: Sequence[Event]) -> List[JoinResult]:
         candidates = [
             p
             for p in profiles
-            if p.key == c.key
-            and window_of(p.ts_ms) == window_of(c.ts_ms)
-            and p.ts_ms <= c.ts_ms
+            if p.key == c.key and window_of(p.ts_ms) == window_of(c.ts_ms) and p.ts_ms <= c.ts_ms
         ]
-        best: Optional[ProfileVersion] = max(
-            candidates, key=lambda p: p.ts_ms, default=None
-        )
+        best: ProfileVersion | None = max(candidates, key=lambda p: p.ts_ms, default=None)
         results.append(JoinResult(c, best))
     return results
 
 
-def random_events(seed: int, count: int) -> List[Event]:
+def random_events(seed: int, count: int) -> list[Event]:
     rng = random.Random(seed)
     users = [f"u{i}" for i in range(6)]
     # Distinct timestamps over 40 minutes (4 windows), shuffled arrival.
     stamps = rng.sample(range(at(0), at(40), 997), count)
-    events: List[Event] = []
+    events: list[Event] = []
     for i, ts in enumerate(stamps):
         user = rng.choice(users)
         if rng.random() < 0.3:
@@ -245,9 +237,7 @@ def test_every_click_exactly_once_even_when_many_are_late(workers):
     ],
 )
 def test_rejects_bad_parameters(kwargs):
-    params = dict(
-        window_length=WINDOW, wait_for_system_duration=timedelta(0), align_to=ALIGN
-    )
+    params = dict(window_length=WINDOW, wait_for_system_duration=timedelta(0), align_to=ALIGN)
     params.update(kwargs)
     flow = Dataflow("bad")
     inp = op.input("inp", flow, TestingSource([]))
