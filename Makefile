@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast crash-test bench lock clean
+.PHONY: setup demo lint test test-fast crash-test bench lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 12), \
@@ -21,10 +21,15 @@ setup: $(STAMP)  ## create .venv with the package, the local broker and test too
 demo: $(STAMP)  ## local broker + generated data + the clicks job end to end, then a summary
 	$(BIN)/python -m clickstream.demo
 
-test: $(STAMP)  ## the whole suite, real broker included
+lint: $(STAMP)  ## ruff (lint + format check) and mypy, configured in pyproject.toml (a few seconds)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint  ## lint, then the whole suite, real broker included
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)  ## unit tests only (no broker)
+test-fast: lint  ## lint, then unit tests only (no broker)
 	$(BIN)/python -m pytest -q -m 'not broker'
 
 crash-test: $(STAMP)  ## the long crash test: 200k clicks, 12 kill -9s (about 10 minutes)

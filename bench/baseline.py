@@ -33,7 +33,6 @@ import os
 import sys
 import time
 from bisect import bisect_right
-from typing import Dict, List, Tuple
 
 
 def main(argv=None) -> int:
@@ -45,8 +44,13 @@ def main(argv=None) -> int:
     p.add_argument("--dlq-topic", default="dead_letters")
     p.add_argument("--ttl-seconds", type=float, default=7 * 24 * 3600.0)
     p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--consumer-property", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra librdkafka consumer property (repeatable)")
+    p.add_argument(
+        "--consumer-property",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra librdkafka consumer property (repeatable)",
+    )
     p.add_argument("--no-gc-freeze", action="store_true")
     args = p.parse_args(argv)
     if not args.bootstrap_servers:
@@ -57,8 +61,8 @@ def main(argv=None) -> int:
     from bench.common import finish_producing, read_topic_batches, sink_like_producer
     from connectors.kafka_io import reader_config, require_topics
     from operators.dead_letters import dead_letter_message
-    from operators.record_mapping import parse_click, parse_profile
     from operators.join_output import encode_result
+    from operators.record_mapping import parse_click, parse_profile
     from operators.records import Click, DeadLetter, JoinResult, SourceRecord
 
     started = time.monotonic()
@@ -67,7 +71,8 @@ def main(argv=None) -> int:
     ttl_ms = int(args.ttl_seconds * 1000)
 
     producer, failures, send = sink_like_producer(
-        bootstrap, **{"batch.num.messages": "10000", "compression.type": "none"})
+        bootstrap, **{"batch.num.messages": "10000", "compression.type": "none"}
+    )
 
     profiles_consumer = Consumer(reader_config(bootstrap, **extra_props))
     clicks_consumer = Consumer(reader_config(bootstrap, **extra_props))
@@ -75,7 +80,7 @@ def main(argv=None) -> int:
     clicks_consumer.assign([TopicPartition(args.clicks_topic, p, -2) for p in range(count)])
 
     # -- 1. profiles ----------------------------------------------------------
-    raw: Dict[str, List[Tuple[int, int, object]]] = {}
+    raw: dict[str, list[tuple[int, int, object]]] = {}
     dead = 0
     profiles_valid = 0
     seq = 0
@@ -84,8 +89,14 @@ def main(argv=None) -> int:
         now_ms = int(time.time() * 1000)
         for msg in batch:
             ts_type, ts = msg.timestamp()
-            record = SourceRecord(msg.partition(), msg.offset(), msg.key(), msg.value(),
-                                  None if ts_type == 0 else ts, msg.headers())
+            record = SourceRecord(
+                msg.partition(),
+                msg.offset(),
+                msg.key(),
+                msg.value(),
+                None if ts_type == 0 else ts,
+                msg.headers(),
+            )
             parsed = parse_profile(record, topic, now_ms)
             if type(parsed) is DeadLetter:
                 m = dead_letter_message(parsed, args.dlq_topic)
@@ -102,11 +113,11 @@ def main(argv=None) -> int:
         producer.poll(0)
     profiles_consumer.close()
     # Per user: event times (for bisect) and versions; the later read wins a tie.
-    table: Dict[str, Tuple[List[int], List[object]]] = {}
+    table: dict[str, tuple[list[int], list[object]]] = {}
     for user, versions in raw.items():
         versions.sort(key=lambda v: (v[0], v[1]))
-        times: List[int] = []
-        kept: List[object] = []
+        times: list[int] = []
+        kept: list[object] = []
         for ts_ms, _, version in versions:
             if times and times[-1] == ts_ms:
                 kept[-1] = version
@@ -129,8 +140,14 @@ def main(argv=None) -> int:
         now_ms = int(time.time() * 1000)
         for msg in batch:
             ts_type, ts = msg.timestamp()
-            record = SourceRecord(msg.partition(), msg.offset(), msg.key(), msg.value(),
-                                  None if ts_type == 0 else ts, msg.headers())
+            record = SourceRecord(
+                msg.partition(),
+                msg.offset(),
+                msg.key(),
+                msg.value(),
+                None if ts_type == 0 else ts,
+                msg.headers(),
+            )
             click = parse_click(record, topic, now_ms)
             if type(click) is not Click:
                 m = dead_letter_message(click, args.dlq_topic)
@@ -148,15 +165,20 @@ def main(argv=None) -> int:
             send(out_topic, encode_result(JoinResult(click, profile)), click.key.encode())
         producer.poll(0)
     clicks_consumer.close()
-    return finish_producing(producer, failures, {
-        "profiles_valid": profiles_valid,
-        "users": len(table),
-        "clicks_valid": clicks_valid,
-        "matched": matched,
-        "unmatched": clicks_valid - matched,
-        "dead_letters": dead,
-        "profiles_seconds": round(profiles_done - started, 3),
-    }, started)
+    return finish_producing(
+        producer,
+        failures,
+        {
+            "profiles_valid": profiles_valid,
+            "users": len(table),
+            "clicks_valid": clicks_valid,
+            "matched": matched,
+            "unmatched": clicks_valid - matched,
+            "dead_letters": dead,
+            "profiles_seconds": round(profiles_done - started, 3),
+        },
+        started,
+    )
 
 
 if __name__ == "__main__":

@@ -30,14 +30,13 @@ import heapq
 import os
 import sys
 import time
-from typing import Dict, List
 
 import orjson
 
 END_OF_TIME_MS = 2**62
 
 
-def windows_digest(values: List[bytes]) -> str:
+def windows_digest(values: list[bytes]) -> str:
     h = hashlib.sha256()
     for value in sorted(values):
         h.update(value)
@@ -56,8 +55,13 @@ def main(argv=None) -> int:
     p.add_argument("--lateness-seconds", type=float, default=60.0)
     p.add_argument("--top-n", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--consumer-property", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra librdkafka consumer property (repeatable)")
+    p.add_argument(
+        "--consumer-property",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra librdkafka consumer property (repeatable)",
+    )
     args = p.parse_args(argv)
     if not args.bootstrap_servers:
         p.error("--bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS is required")
@@ -82,9 +86,9 @@ def main(argv=None) -> int:
     window_ms = int(args.window_seconds * 1000)
     lateness_ms = int(args.lateness_seconds * 1000)
     top_n = args.top_n
-    counts: Dict[int, Dict[str, int]] = {}
+    counts: dict[int, dict[str, int]] = {}
     closed_ms = -(2**62)
-    emitted: List[bytes] = []
+    emitted: list[bytes] = []
 
     def close(watermark: int) -> None:
         nonlocal closed_ms
@@ -100,27 +104,30 @@ def main(argv=None) -> int:
             users = counts.pop(start)
             top = heapq.nsmallest(top_n, users.items(), key=lambda kv: (-kv[1], kv[0]))
             key = format_event_time(start)
-            value = orjson.dumps({
-                "window_start": key,
-                "window_end": format_event_time(start + window_ms),
-                "top": [{"user_id": u, "clicks": c} for u, c in top],
-            })
+            value = orjson.dumps(
+                {
+                    "window_start": key,
+                    "window_end": format_event_time(start + window_ms),
+                    "top": [{"user_id": u, "clicks": c} for u, c in top],
+                }
+            )
             emitted.append(value)
             send(args.top_topic, value, key.encode())
 
     consumer = Consumer(reader_config(args.bootstrap_servers, **extra_props))
     topic = args.clicks_topic
     partition_count = require_topics(consumer, [topic])[topic]
-    partition_wm: Dict[int, int] = {}
+    partition_wm: dict[int, int] = {}
     clicks_valid = late = dead = 0
     for batch in read_topic_batches(consumer, topic, batch_size=args.batch_size):
         now_ms = int(time.time() * 1000)
-        batch_max: Dict[int, int] = {}
+        batch_max: dict[int, int] = {}
         for msg in batch:
             ts_type, ts = msg.timestamp()
             partition = msg.partition()
-            record = SourceRecord(partition, msg.offset(), msg.key(), msg.value(),
-                                  None if ts_type == 0 else ts, msg.headers())
+            record = SourceRecord(
+                partition, msg.offset(), msg.key(), msg.value(), None if ts_type == 0 else ts, msg.headers()
+            )
             click = parse_click(record, topic, now_ms)
             if type(click) is not Click:
                 m = dead_letter_message(click, args.dlq_topic)
@@ -157,13 +164,18 @@ def main(argv=None) -> int:
         producer.poll(0)
     consumer.close()
     close(END_OF_TIME_MS)
-    return finish_producing(producer, failures, {
-        "clicks_valid": clicks_valid,
-        "windows": len(emitted),
-        "late": late,
-        "dead_letters": dead,
-        "digest": windows_digest(emitted),
-    }, started)
+    return finish_producing(
+        producer,
+        failures,
+        {
+            "clicks_valid": clicks_valid,
+            "windows": len(emitted),
+            "late": late,
+            "dead_letters": dead,
+            "digest": windows_digest(emitted),
+        },
+        started,
+    )
 
 
 if __name__ == "__main__":

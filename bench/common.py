@@ -15,6 +15,7 @@ Measurement rules used by every benchmark:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -22,11 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
-
-REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "bench" / "results"
+from typing import Any
 
 from bench.measure import (  # re-exported: the harness imports them from here
     SAMPLE_INTERVAL_S,
@@ -41,11 +40,34 @@ from bench.measure import (  # re-exported: the harness imports them from here
 )
 from clickstream.tooling import table as text_table
 
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "bench" / "results"
+
+
 __all__ = [
-    "REPO", "RESULTS_DIR", "SAMPLE_INTERVAL_S", "Measured", "TreeSampler", "bytewax_cmd",
-    "code_identity", "count_topic", "delete_topics", "finish_producing", "fmt_num", "job_env", "log_tail",
-    "machine_info", "markdown_table", "process_cpu_seconds", "read_topic_batches",
-    "resolve_code_dir", "run_measured", "sink_like_producer", "steal_cpu", "system_busy_cpu", "table",
+    "REPO",
+    "RESULTS_DIR",
+    "SAMPLE_INTERVAL_S",
+    "Measured",
+    "TreeSampler",
+    "bytewax_cmd",
+    "code_identity",
+    "count_topic",
+    "delete_topics",
+    "finish_producing",
+    "fmt_num",
+    "job_env",
+    "log_tail",
+    "machine_info",
+    "markdown_table",
+    "process_cpu_seconds",
+    "read_topic_batches",
+    "resolve_code_dir",
+    "run_measured",
+    "sink_like_producer",
+    "steal_cpu",
+    "system_busy_cpu",
+    "table",
     "timestamp",
     "wait_for_quiet",
 ]
@@ -66,14 +88,17 @@ def resolve_code_dir(spec: str) -> Path:
         return path.resolve()
     sha = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--verify", f"{spec}^{{commit}}"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     target = Path(tempfile.gettempdir()) / f"clickstream-bench-code-{sha[:12]}"
     if not (target / "dataflows").is_dir():
         tmp = Path(tempfile.mkdtemp(prefix="clickstream-bench-export-"))
         archive = subprocess.run(
             ["git", "-C", str(REPO), "archive", "--format=tar", sha],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
         (tmp / ".bench-commit").write_text(sha + "\n")
@@ -83,9 +108,9 @@ def resolve_code_dir(spec: str) -> Path:
     return target
 
 
-def code_identity(code_dir: Path) -> Dict[str, Any]:
+def code_identity(code_dir: Path) -> dict[str, Any]:
     """Commit and local modifications of the measured code (for the results file)."""
-    info: Dict[str, Any] = {"code_dir": str(code_dir)}
+    info: dict[str, Any] = {"code_dir": str(code_dir)}
     marker = code_dir / ".bench-commit"
     if code_dir != REPO and marker.exists():
         info["commit"] = marker.read_text().strip()
@@ -98,7 +123,9 @@ def code_identity(code_dir: Path) -> Dict[str, Any]:
         if code_dir == REPO:
             status = subprocess.run(
                 ["git", "-C", str(REPO), "status", "--short", "--", "dataflows", "operators", "clickstream"],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout.split("\n")
             info["modified_files"] = [line.strip() for line in status if line.strip()]
         else:
@@ -109,7 +136,7 @@ def code_identity(code_dir: Path) -> Dict[str, Any]:
     return info
 
 
-def machine_info() -> Dict[str, Any]:
+def machine_info() -> dict[str, Any]:
     import psutil
 
     versions = {}
@@ -118,7 +145,7 @@ def machine_info() -> Dict[str, Any]:
             from importlib.metadata import version
 
             versions[dist] = version(dist)
-        except Exception:  # noqa: BLE001 - informative only
+        except Exception:  # informative only
             versions[dist] = None
     cpu_model = ""
     try:
@@ -139,7 +166,7 @@ def machine_info() -> Dict[str, Any]:
 
 
 # -- environments -----------------------------------------------------------
-def job_env(code_dir: Path, bootstrap: str, extra: Mapping[str, str] = ()) -> Dict[str, str]:
+def job_env(code_dir: Path, bootstrap: str, extra: Mapping[str, str] = ()) -> dict[str, str]:
     """The environment of a job or baseline process: no inherited KAFKA_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAFKA_")}
     paths = [str(code_dir)] + ([str(REPO)] if code_dir != REPO else [])
@@ -150,14 +177,14 @@ def job_env(code_dir: Path, bootstrap: str, extra: Mapping[str, str] = ()) -> Di
     return env
 
 
-def bytewax_cmd(job: str, *args: str, settings: Optional[Mapping[str, str]] = None) -> List[str]:
+def bytewax_cmd(job: str, *args: str, settings: Mapping[str, str] | None = None) -> list[str]:
     """The command the launcher (``clickstream.launch``) would exec for ``job``,
     planned from the recovery and cluster variables in ``settings``. The harness
     runs it directly, not through the launcher's process, so that ``--code`` can
     measure a revision older than the launcher (the plan comes from this tree)."""
     from clickstream.launch_config import plan_from_env
 
-    return [sys.executable] + plan_from_env(dict(settings or {}), [job, "--", *args]).bytewax_args()
+    return [sys.executable, *plan_from_env(dict(settings or {}), [job, "--", *args]).bytewax_args()]
 
 
 # -- reading topics ---------------------------------------------------------
@@ -175,7 +202,7 @@ def read_topic_batches(consumer, topic: str, *, assign: bool = True, **kwargs: A
 def count_topic(
     bootstrap: str,
     topic: str,
-    inspect: Optional[Callable[[Any], None]] = None,
+    inspect: Callable[[Any], None] | None = None,
     timeout_s: float = 600.0,
 ) -> int:
     """Number of records in ``topic``; ``inspect(msg)`` is called on each."""
@@ -196,7 +223,7 @@ def count_topic(
     return n
 
 
-def sink_like_producer(bootstrap: str, **extra: Any) -> Tuple[Any, Any, Callable[..., None]]:
+def sink_like_producer(bootstrap: str, **extra: Any) -> tuple[Any, Any, Callable[..., None]]:
     """The hand-written programs' producer: the job sink's settings
     (idempotent, linger 5 ms, delivery reports for failures only; ``extra``
     properties on top), its :class:`~connectors.kafka_io.DeliveryReports`, and
@@ -207,14 +234,16 @@ def sink_like_producer(bootstrap: str, **extra: Any) -> Tuple[Any, Any, Callable
     from connectors.kafka_io import DeliveryReports, produce_with_backpressure
 
     failures = DeliveryReports()  # delivery.report.only.error: failures only
-    producer = Producer({
-        "bootstrap.servers": bootstrap,
-        "linger.ms": "5",
-        "enable.idempotence": "true",
-        "delivery.report.only.error": True,
-        "on_delivery": failures,
-        **extra,
-    })
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": "5",
+            "enable.idempotence": "true",
+            "delivery.report.only.error": True,
+            "on_delivery": failures,
+            **extra,
+        }
+    )
     produce = producer.produce
 
     def send(topic: str, value, key, headers=None) -> None:
@@ -226,8 +255,9 @@ def sink_like_producer(bootstrap: str, **extra: Any) -> Tuple[Any, Any, Callable
     return producer, failures, send
 
 
-def finish_producing(producer, failures, counts: Mapping[str, Any], started: Optional[float] = None,
-                     flush_timeout_s: float = 60.0) -> int:
+def finish_producing(
+    producer, failures, counts: Mapping[str, Any], started: float | None = None, flush_timeout_s: float = 60.0
+) -> int:
     """Flush; print ``counts`` as one JSON line, with ``seconds`` since
     ``started`` (after the flush), ``undelivered`` and ``delivery_failures``;
     the exit status: 1 if a delivery failed."""
@@ -249,14 +279,10 @@ def delete_topics(admin, topics: Iterable[str]) -> None:
     topics = list(topics)
     if not topics:
         return
-    try:
+    with contextlib.suppress(Exception):
         for future in admin.delete_topics(topics, operation_timeout=10).values():
-            try:
+            with contextlib.suppress(Exception):  # best effort: frees broker memory only
                 future.result()
-            except Exception:  # noqa: BLE001 - best effort: frees broker memory only
-                pass
-    except Exception:  # noqa: BLE001
-        pass
 
 
 # -- formatting ---------------------------------------------------------------
@@ -270,17 +296,19 @@ def fmt_num(value: Any, digits: int = 0) -> str:
     return str(value)
 
 
-def table(rows: List[Dict[str, Any]], columns: List[Tuple[str, str]]) -> str:
+def table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     """A plain-text table; ``columns`` is [(key, title)], values already formatted."""
-    return "\n".join(text_table(
-        [[row.get(k, "") for k, _ in columns] for row in rows], [title for _, title in columns],
-        align="l" + "r" * (len(columns) - 1),
-    ))
+    return "\n".join(
+        text_table(
+            [[row.get(k, "") for k, _ in columns] for row in rows],
+            [title for _, title in columns],
+            align="l" + "r" * (len(columns) - 1),
+        )
+    )
 
 
-def markdown_table(rows: List[Dict[str, Any]], columns: List[Tuple[str, str]]) -> str:
-    out = ["| " + " | ".join(t for _, t in columns) + " |",
-           "|" + "|".join("---" for _ in columns) + "|"]
+def markdown_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    out = ["| " + " | ".join(t for _, t in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     for row in rows:
         out.append("| " + " | ".join(str(row.get(k, "")) for k, _ in columns) + " |")
     return "\n".join(out)

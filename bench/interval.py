@@ -5,7 +5,6 @@ within the bounds; a click with none once, unmatched)."""
 from __future__ import annotations
 
 import bisect
-from typing import Dict, List, Tuple
 
 BEFORE_S = AFTER_S = 5
 INTERVAL_ENV = {
@@ -15,15 +14,15 @@ INTERVAL_ENV = {
 }
 
 
-def expected_pairs(options) -> Tuple[int, int]:
+def expected_pairs(options) -> tuple[int, int]:
     """(pairs, clicks without a pair) for the workload of ``options``."""
     from clickstream.generate import generate_records
     from operators.record_mapping import parse_click, parse_profile
     from operators.records import DeadLetter, SourceRecord
 
     far_future = 2**62
-    versions: Dict[str, List[int]] = {}
-    clicks: List[Tuple[str, int]] = []
+    versions: dict[str, list[int]] = {}
+    clicks: list[tuple[str, int]] = []
     for n, rec in enumerate(generate_records(options)):
         source = SourceRecord(0, n, rec.key, rec.value, rec.timestamp_ms)
         parse = parse_profile if rec.topic_role == "profiles" else parse_click
@@ -39,7 +38,9 @@ def expected_pairs(options) -> Tuple[int, int]:
     pairs = lone = 0
     for key, t in clicks:
         times = versions.get(key, [])
-        found = bisect.bisect_right(times, t + AFTER_S * 1000) - bisect.bisect_left(times, t - BEFORE_S * 1000)
+        found = bisect.bisect_right(times, t + AFTER_S * 1000) - bisect.bisect_left(
+            times, t - BEFORE_S * 1000
+        )
         pairs += found
         lone += not found
     return pairs, lone

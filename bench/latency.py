@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import orjson
 
@@ -56,8 +56,16 @@ from bench.latency_reader import consume_joined, stats
 TOPICS = {"lat_clicks": 4, "lat_profiles": 2, "lat_joined": 4, "lat_unmatched": 1, "lat_dlq": 1}
 
 
-def run_phase(name: str, cmd: List[str], env: Dict[str, str], bootstrap: str, topics: Dict[str, str],
-              users: List[str], args, log_path: Path) -> Dict[str, Any]:
+def run_phase(
+    name: str,
+    cmd: list[str],
+    env: dict[str, str],
+    bootstrap: str,
+    topics: dict[str, str],
+    users: list[str],
+    args,
+    log_path: Path,
+) -> dict[str, Any]:
     """Start ``cmd``, wait until it is caught up, send clicks at ``args.rate``
     for ``args.duration`` s, drain, stop it; the phase's results."""
     from confluent_kafka import Producer
@@ -65,8 +73,8 @@ def run_phase(name: str, cmd: List[str], env: Dict[str, str], bootstrap: str, to
     from connectors.kafka_io import produce_with_backpressure
 
     ctx = multiprocessing.get_context("spawn")
-    problems: List[str] = []
-    log_fh = open(log_path, "wb")
+    problems: list[str] = []
+    log_fh = open(log_path, "wb")  # noqa: SIM115 - the job writes it until the phase ends
     job = subprocess.Popen(cmd, env=env, stdout=log_fh, stderr=subprocess.STDOUT, start_new_session=True)
     sampler = TreeSampler([job.pid], interval_s=0.5)
     sampler.start()
@@ -75,13 +83,29 @@ def run_phase(name: str, cmd: List[str], env: Dict[str, str], bootstrap: str, to
     stop_event = ctx.Event()
     first_event = ctx.Event()
     counter = ctx.Value("q", 0, lock=False)
-    reader = ctx.Process(target=consume_joined, args=(
-        bootstrap, topics["joined"], TOPICS["lat_joined"], child_conn, stop_event, first_event, counter,
-        args.reader_fetch_wait_ms))
+    reader = ctx.Process(
+        target=consume_joined,
+        args=(
+            bootstrap,
+            topics["joined"],
+            TOPICS["lat_joined"],
+            child_conn,
+            stop_event,
+            first_event,
+            counter,
+            args.reader_fetch_wait_ms,
+        ),
+    )
     reader.start()
 
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": str(args.linger_ms),
-                         "enable.idempotence": "true", "queue.buffering.max.messages": "1000000"})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": str(args.linger_ms),
+            "enable.idempotence": "true",
+            "queue.buffering.max.messages": "1000000",
+        }
+    )
     rng = random.Random(11)
     n = 0
 
@@ -89,8 +113,14 @@ def run_phase(name: str, cmd: List[str], env: Dict[str, str], bootstrap: str, to
         nonlocal n
         user = rng.choice(users)
         sent = time.time() * 1000
-        body = {"user_id": user, "ts": int(sent), "sent_at_ms": round(sent, 3), "n": n,
-                "page": "/products/%d" % rng.randint(1, 500), "action": "view"}
+        body = {
+            "user_id": user,
+            "ts": int(sent),
+            "sent_at_ms": round(sent, 3),
+            "n": n,
+            "page": f"/products/{rng.randint(1, 500)}",
+            "action": "view",
+        }
         if probe:
             body["probe"] = True
         n += 1
@@ -172,7 +202,7 @@ def run_phase(name: str, cmd: List[str], env: Dict[str, str], bootstrap: str, to
         problems.append(f"{unmatched} clicks without their profile")
 
     timeline = []
-    bucket_s = max(1, int(round(args.duration / 12)))
+    bucket_s = max(1, round(args.duration / 12))
     for b in range(int(args.duration // bucket_s) + 1):
         lo = t_first + b * bucket_s * 1000
         vals = [s[1] for s in steady if lo <= s[0] < lo + bucket_s * 1000]
@@ -206,37 +236,62 @@ def run_phase(name: str, cmd: List[str], env: Dict[str, str], bootstrap: str, to
 BROKER_PID = [0]
 
 
-def print_phase(r: Dict[str, Any]) -> None:
-    print(f"[{r['name']}] sent {r['clicks_sent']:,} at {r['achieved_produce_rate'] or 0:,.0f}/s, "
-          f"received {r['clicks_received']:,}; CPU {r['cpu_utilisation'] if r['cpu_utilisation'] is not None else '-'} "
-          f"cores, broker {r['broker_cpu_utilisation']} cores, whole machine busy {r['machine_busy_cores']} of "
-          f"{machine_info()['cpus']} cores, peak RSS {r['peak_rss_mb']:.0f} MB")
-    for label, key in (("after warm-up", "latency_after_warmup"), ("all", "latency_all"),
-                       ("up to sink", "up_to_sink_after_warmup"),
-                       ("sink to reader", "sink_to_consumer_after_warmup")):
+def print_phase(r: dict[str, Any]) -> None:
+    print(
+        f"[{r['name']}] sent {r['clicks_sent']:,} at {r['achieved_produce_rate'] or 0:,.0f}/s, "
+        f"received {r['clicks_received']:,}; CPU {r['cpu_utilisation'] if r['cpu_utilisation'] is not None else '-'} "
+        f"cores, broker {r['broker_cpu_utilisation']} cores, whole machine busy {r['machine_busy_cores']} of "
+        f"{machine_info()['cpus']} cores, peak RSS {r['peak_rss_mb']:.0f} MB"
+    )
+    for label, key in (
+        ("after warm-up", "latency_after_warmup"),
+        ("all", "latency_all"),
+        ("up to sink", "up_to_sink_after_warmup"),
+        ("sink to reader", "sink_to_consumer_after_warmup"),
+    ):
         st = r[key]
-        print(f"  latency {label:<14} n={st['count']:,}  p50 {st['p50_ms']} ms  p95 {st['p95_ms']} ms  "
-              f"p99 {st['p99_ms']} ms  max {st['max_ms']} ms")
-    print(f"  timeline (per {r['timeline_bucket_s']} s of send time, ms): " + "  ".join(
-        f"{t['from_s']}s: p50 {t['p50_ms']:.0f} / p99 {t['p99_ms']:.0f}" for t in r["timeline"]))
+        print(
+            f"  latency {label:<14} n={st['count']:,}  p50 {st['p50_ms']} ms  p95 {st['p95_ms']} ms  "
+            f"p99 {st['p99_ms']} ms  max {st['max_ms']} ms"
+        )
+    print(
+        f"  timeline (per {r['timeline_bucket_s']} s of send time, ms): "
+        + "  ".join(f"{t['from_s']}s: p50 {t['p50_ms']:.0f} / p99 {t['p99_ms']:.0f}" for t in r["timeline"])
+    )
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.split("\n")[0])
     p.add_argument("--rate", type=float, default=10_000, help="clicks per second (default 10000)")
     p.add_argument("--duration", type=float, default=60, help="seconds of steady clicks (default 60)")
     p.add_argument("--warmup", type=float, default=5, help="seconds excluded from the stats (default 5)")
     p.add_argument("--users", type=int, default=10_000)
     p.add_argument("--strategy", default="asof", choices=["asof", "running", "window"])
-    p.add_argument("--job-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra environment for the job (repeatable), e.g. KAFKA_FETCH_WAIT_MAX_MS=10")
+    p.add_argument(
+        "--job-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the job (repeatable), e.g. KAFKA_FETCH_WAIT_MAX_MS=10",
+    )
     p.add_argument("--linger-ms", type=float, default=5, help="the click producer's linger.ms (default 5)")
-    p.add_argument("--reader-fetch-wait-ms", type=int, default=5,
-                   help="fetch.wait.max.ms of the measuring consumer (default 5)")
-    p.add_argument("--no-baseline", action="store_true",
-                   help="skip the hand-written relay (bench.relay) measured before the job")
-    p.add_argument("--drain-timeout", type=float, default=60,
-                   help="seconds to wait for the last clicks to come out (default 60)")
+    p.add_argument(
+        "--reader-fetch-wait-ms",
+        type=int,
+        default=5,
+        help="fetch.wait.max.ms of the measuring consumer (default 5)",
+    )
+    p.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the hand-written relay (bench.relay) measured before the job",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60,
+        help="seconds to wait for the last clicks to come out (default 60)",
+    )
     p.add_argument("--code", default=".", help="code to measure ('.', a directory or a git revision)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -249,7 +304,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     code_at_start = code_identity(code_dir)
     stamp = timestamp()
     extra_env = dict(kv.split("=", 1) for kv in args.job_env)
-    phases: List[Dict[str, Any]] = []
+    phases: list[dict[str, Any]] = []
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
 
     with LocalBroker.start() as broker:
@@ -261,16 +316,28 @@ def main(argv: Optional[List[str]] = None) -> int:
         for name in plan:
             prefix = "lat_" if name == "job" else "rel_"
             topic_sets[name] = {
-                "clicks": prefix + "clicks", "profiles": prefix + "profiles", "joined": prefix + "joined",
-                "unmatched": prefix + "unmatched", "dlq": prefix + "dlq",
+                "clicks": prefix + "clicks",
+                "profiles": prefix + "profiles",
+                "joined": prefix + "joined",
+                "unmatched": prefix + "unmatched",
+                "dlq": prefix + "dlq",
             }
-            broker.create_topics({prefix + k[len("lat_"):]: v for k, v in TOPICS.items()})
+            broker.create_topics({prefix + k[len("lat_") :]: v for k, v in TOPICS.items()})
         now_ms = int(time.time() * 1000)
         for name in plan:
-            options = GenerateOptions(users=args.users, clicks=0, versions_per_user=1,
-                                      start=format_event_time(now_ms - 3_600_000), seed=7)
-            report = produce(options, {"bootstrap.servers": bootstrap}, topic_sets[name]["profiles"],
-                             topic_sets[name]["clicks"])
+            options = GenerateOptions(
+                users=args.users,
+                clicks=0,
+                versions_per_user=1,
+                start=format_event_time(now_ms - 3_600_000),
+                seed=7,
+            )
+            report = produce(
+                options,
+                {"bootstrap.servers": bootstrap},
+                topic_sets[name]["profiles"],
+                topic_sets[name]["clicks"],
+            )
             print(f"{name}: {report.profiles_produced:,} profiles produced", flush=True)
         width = max(5, len(str(2 * args.users)))
         users = [f"u{n:0{width}d}" for n in range(1, args.users + 1)]
@@ -279,19 +346,40 @@ def main(argv: Optional[List[str]] = None) -> int:
             t = topic_sets[name]
             if name == "relay":
                 env = job_env(code_dir, bootstrap)
-                cmd = [sys.executable, "-m", "bench.relay", "--clicks-topic", t["clicks"],
-                       "--profiles-topic", t["profiles"], "--out-topic", t["joined"]]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "bench.relay",
+                    "--clicks-topic",
+                    t["clicks"],
+                    "--profiles-topic",
+                    t["profiles"],
+                    "--out-topic",
+                    t["joined"],
+                ]
                 if "KAFKA_FETCH_WAIT_MAX_MS" in extra_env:  # same client settings as the job
                     cmd += ["--fetch-wait-ms", extra_env["KAFKA_FETCH_WAIT_MAX_MS"]]
             else:
-                env = job_env(code_dir, bootstrap, {
-                    "CLICKS_TOPIC": t["clicks"], "PROFILES_TOPIC": t["profiles"],
-                    "JOINED_TOPIC": t["joined"], "UNMATCHED_TOPIC": t["unmatched"], "DLQ_TOPIC": t["dlq"],
-                    "KAFKA_TAIL": "true", "JOIN_STRATEGY": args.strategy, **extra_env,
-                })
+                env = job_env(
+                    code_dir,
+                    bootstrap,
+                    {
+                        "CLICKS_TOPIC": t["clicks"],
+                        "PROFILES_TOPIC": t["profiles"],
+                        "JOINED_TOPIC": t["joined"],
+                        "UNMATCHED_TOPIC": t["unmatched"],
+                        "DLQ_TOPIC": t["dlq"],
+                        "KAFKA_TAIL": "true",
+                        "JOIN_STRATEGY": args.strategy,
+                        **extra_env,
+                    },
+                )
                 cmd = bytewax_cmd("clicks")
-            phases.append(run_phase(name, cmd, env, bootstrap, t, users, args,
-                                    RESULTS_DIR / f"latency-{stamp}-{name}.log"))
+            phases.append(
+                run_phase(
+                    name, cmd, env, bootstrap, t, users, args, RESULTS_DIR / f"latency-{stamp}-{name}.log"
+                )
+            )
 
     problems = [f"{r['name']}: {problem}" for r in phases for problem in r["problems"]]
     job = phases[-1]
@@ -308,20 +396,34 @@ def main(argv: Optional[List[str]] = None) -> int:
         "job_env": extra_env,
         "phases": phases,
         # The job's figures at the top level, as before the relay baseline.
-        **{k: job[k] for k in ("clicks_sent", "clicks_received", "achieved_produce_rate",
-                               "latency_after_warmup", "latency_all", "up_to_sink_after_warmup",
-                               "sink_to_consumer_after_warmup", "timeline")},
+        **{
+            k: job[k]
+            for k in (
+                "clicks_sent",
+                "clicks_received",
+                "achieved_produce_rate",
+                "latency_after_warmup",
+                "latency_all",
+                "up_to_sink_after_warmup",
+                "sink_to_consumer_after_warmup",
+                "timeline",
+            )
+        },
     }
     print()
-    print(f"strategy {args.strategy}, {args.users:,} users, target {args.rate:,.0f} clicks/s for "
-          f"{args.duration:g} s" + (f", job env {extra_env}" if extra_env else ""))
+    print(
+        f"strategy {args.strategy}, {args.users:,} users, target {args.rate:,.0f} clicks/s for "
+        f"{args.duration:g} s" + (f", job env {extra_env}" if extra_env else "")
+    )
     for r in phases:
         print_phase(r)
     p99 = job["latency_after_warmup"]["p99_ms"]
     if len(phases) == 2 and p99 is not None and phases[0]["latency_after_warmup"]["p99_ms"]:
         base = phases[0]["latency_after_warmup"]
-        print(f"job vs hand-written relay: p50 {job['latency_after_warmup']['p50_ms']} vs {base['p50_ms']} ms, "
-              f"p99 {p99} vs {base['p99_ms']} ms ({p99 / base['p99_ms']:.2f}x)")
+        print(
+            f"job vs hand-written relay: p50 {job['latency_after_warmup']['p50_ms']} vs {base['p50_ms']} ms, "
+            f"p99 {p99} vs {base['p99_ms']} ms ({p99 / base['p99_ms']:.2f}x)"
+        )
     if p99 is not None:
         verdict = "met" if (p99 < 100 and not problems) else "MISSED"
         print(f"target p99 < 100 ms at {args.rate:,.0f}/s: {verdict}")

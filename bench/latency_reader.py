@@ -4,19 +4,19 @@ process) that times every joined record, and the latency statistics."""
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import orjson
 
 
-def percentile(sorted_values: List[float], q: float) -> Optional[float]:
+def percentile(sorted_values: list[float], q: float) -> float | None:
     if not sorted_values:
         return None
-    k = min(len(sorted_values) - 1, max(0, int(round(q / 100 * (len(sorted_values) - 1)))))
+    k = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
     return sorted_values[k]
 
 
-def stats(values: List[float]) -> Dict[str, Any]:
+def stats(values: list[float]) -> dict[str, Any]:
     s = sorted(values)
     return {
         "count": len(s),
@@ -28,13 +28,21 @@ def stats(values: List[float]) -> Dict[str, Any]:
     }
 
 
-def _r(x: Optional[float]) -> Optional[float]:
+def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 1)
 
 
 # -- the measuring consumer (own process) -----------------------------------
-def consume_joined(bootstrap: str, topic: str, partitions: int, conn, stop_event, first_event,
-                   counter, fetch_wait_ms: int = 5) -> None:
+def consume_joined(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    conn,
+    stop_event,
+    first_event,
+    counter,
+    fetch_wait_ms: int = 5,
+) -> None:
     """Read ``topic`` and send back [(sent_at_ms, latency_ms, matched, probe, in_job_ms)] when told to stop.
 
     ``in_job_ms`` is the joined record's Kafka timestamp (set by the job's
@@ -44,15 +52,17 @@ def consume_joined(bootstrap: str, topic: str, partitions: int, conn, stop_event
     """
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": "bench-latency",  # never joined: assign() only
-        "enable.auto.commit": "false",
-        "fetch.wait.max.ms": str(fetch_wait_ms),
-        "fetch.error.backoff.ms": "5",
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-latency",  # never joined: assign() only
+            "enable.auto.commit": "false",
+            "fetch.wait.max.ms": str(fetch_wait_ms),
+            "fetch.error.backoff.ms": "5",
+        }
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    samples: List[tuple] = []
+    samples: list[tuple] = []
     seen = set()
     duplicates = 0
     marker = b',"profile":null,'

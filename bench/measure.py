@@ -4,12 +4,13 @@ for the measurement rules)."""
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_INTERVAL_S = 0.05
@@ -19,34 +20,36 @@ SAMPLE_INTERVAL_S = 0.05
 class TreeSampler(threading.Thread):
     """Samples RSS (sum over the process trees of ``pids``) and their CPU time."""
 
-    def __init__(self, pids: Sequence[int], interval_s: float = SAMPLE_INTERVAL_S,
-                 on_sample: Optional[Callable[[float, int, float], None]] = None):
+    def __init__(
+        self,
+        pids: Sequence[int],
+        interval_s: float = SAMPLE_INTERVAL_S,
+        on_sample: Callable[[float, int, float], None] | None = None,
+    ):
         super().__init__(daemon=True)
         import psutil
 
         self._psutil = psutil
         self._roots = []
         for pid in pids:
-            try:
+            with contextlib.suppress(psutil.Error):
                 self._roots.append(psutil.Process(pid))
-            except psutil.Error:
-                pass
         self._interval = interval_s
         self._stop_event = threading.Event()
         self._on_sample = on_sample
         self.started = time.monotonic()
         self.peak_rss = 0
         #: (seconds since start, RSS bytes, CPU seconds so far) per sample.
-        self.samples: List[Tuple[float, int, float]] = []
+        self.samples: list[tuple[float, int, float]] = []
 
-    def sample_once(self) -> Optional[Tuple[int, float]]:
+    def sample_once(self) -> tuple[int, float] | None:
         psutil = self._psutil
         rss = 0
         cpu = 0.0
         alive = False
         for root in self._roots:
             try:
-                procs = [root] + root.children(recursive=True)
+                procs = [root, *root.children(recursive=True)]
             except psutil.Error:
                 continue
             for proc in procs:
@@ -90,8 +93,9 @@ def process_cpu_seconds(pid: int) -> float:
         return 0.0
 
 
-def wait_for_quiet(max_wait_s: float, threshold_cores: float = 0.3, window_s: float = 1.0,
-                   own_pids: Sequence[int] = ()) -> float:
+def wait_for_quiet(
+    max_wait_s: float, threshold_cores: float = 0.3, window_s: float = 1.0, own_pids: Sequence[int] = ()
+) -> float:
     """Wait (up to ``max_wait_s``) until the machine is nearly idle: less than
     ``threshold_cores`` of CPU used over ``window_s`` by processes other than
     ``own_pids`` (e.g. the broker). Returns the CPU (in cores) seen last."""
@@ -100,7 +104,9 @@ def wait_for_quiet(max_wait_s: float, threshold_cores: float = 0.3, window_s: fl
         busy0 = system_busy_cpu()
         own0 = sum(process_cpu_seconds(p) for p in own_pids) + _self_cpu()
         time.sleep(window_s)
-        used = (system_busy_cpu() - busy0) - (sum(process_cpu_seconds(p) for p in own_pids) + _self_cpu() - own0)
+        used = (system_busy_cpu() - busy0) - (
+            sum(process_cpu_seconds(p) for p in own_pids) + _self_cpu() - own0
+        )
         cores = used / window_s
         if cores < threshold_cores or time.monotonic() >= deadline:
             return cores
@@ -141,9 +147,9 @@ def run_measured(
     log_path: Path,
     timeout_s: float,
     *,
-    cwd: Optional[Path] = None,
-    broker_pid: Optional[int] = None,
-    on_sample: Optional[Callable[[float, int, float], None]] = None,
+    cwd: Path | None = None,
+    broker_pid: int | None = None,
+    on_sample: Callable[[float, int, float], None] | None = None,
     sample_interval_s: float = SAMPLE_INTERVAL_S,
 ) -> Measured:
     """Start ``commands`` together (one process each), wait for all, measure.
@@ -159,17 +165,23 @@ def run_measured(
     steal_before = steal_cpu()
     broker_before = process_cpu_seconds(broker_pid) if broker_pid else 0.0
     logs = []
-    procs: List[subprocess.Popen] = []
+    procs: list[subprocess.Popen] = []
     started_wall = time.time()
     started = time.monotonic()
     for i, cmd in enumerate(commands):
         path = log_path if len(commands) == 1 else log_path.with_suffix(f".p{i}.log")
-        fh = open(path, "wb")
+        fh = open(path, "wb")  # noqa: SIM115 - open while the process runs; closed below
         logs.append(fh)
-        procs.append(subprocess.Popen(
-            list(cmd), env=dict(env), cwd=str(cwd or REPO), stdout=fh, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        ))
+        procs.append(
+            subprocess.Popen(
+                list(cmd),
+                env=dict(env),
+                cwd=str(cwd or REPO),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
     sampler = TreeSampler([p.pid for p in procs], sample_interval_s, on_sample)
     sampler.start()
     timed_out = False

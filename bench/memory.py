@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import orjson
 
@@ -56,7 +56,7 @@ TOPICS = {"mem_clicks": 4, "mem_profiles": 2, "mem_joined": 4, "mem_unmatched": 
 START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: a backfill
 
 
-def produce_workload(bootstrap: str, args) -> Dict[str, Any]:
+def produce_workload(bootstrap: str, args) -> dict[str, Any]:
     from confluent_kafka import Producer
 
     from connectors.kafka_io import produce_with_backpressure
@@ -69,9 +69,15 @@ def produce_workload(bootstrap: str, args) -> Dict[str, Any]:
     slide = span_ms - band_ms
     width = len(str(users))
     rng = random.Random(args.seed)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": "20",
-                         "batch.num.messages": "10000", "queue.buffering.max.messages": "1000000",
-                         "enable.idempotence": "true"})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": "20",
+            "batch.num.messages": "10000",
+            "queue.buffering.max.messages": "1000000",
+            "enable.idempotence": "true",
+        }
+    )
     failures = [0]
 
     def on_delivery(err, _msg) -> None:
@@ -91,8 +97,15 @@ def produce_workload(bootstrap: str, args) -> Dict[str, Any]:
     profiles = 0
     for ts, i, version in heapq.merge(firsts, seconds):
         user = f"m{i:0{width}d}"
-        value = orjson.dumps({"user_id": user, "updated_at": ts, "version": version,
-                              "tier": ("free", "pro")[rng.random() < 0.3], "band": i})
+        value = orjson.dumps(
+            {
+                "user_id": user,
+                "updated_at": ts,
+                "version": version,
+                "tier": ("free", "pro")[rng.random() < 0.3],
+                "band": i,
+            }
+        )
         send("mem_profiles", user.encode(), value)
         profiles += 1
         if profiles % 5000 == 0:
@@ -109,8 +122,9 @@ def produce_workload(bootstrap: str, args) -> Dict[str, Any]:
         i = rng.randint(lo, hi)
         user = f"m{i:0{width}d}"
         ts = max(START_MS, t - rng.randint(0, jitter)) if jitter else t
-        value = orjson.dumps({"user_id": user, "ts": ts, "page": "/p/%d" % rng.randint(1, 300),
-                              "action": "view", "k": k})
+        value = orjson.dumps(
+            {"user_id": user, "ts": ts, "page": f"/p/{rng.randint(1, 300)}", "action": "view", "k": k}
+        )
         send("mem_clicks", user.encode(), value)
         if k % 5000 == 0:
             producer.poll(0)
@@ -159,20 +173,28 @@ class OutputCounter(threading.Thread):
         self._consumer.close()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.split("\n")[0])
     p.add_argument("--clicks", type=int, default=5_000_000)
     p.add_argument("--users", type=int, default=0, help="default: clicks / 25")
     p.add_argument("--span-hours", type=float, default=48.0)
-    p.add_argument("--band-minutes", type=float, default=60.0,
-                   help="how long each user is active; also PROFILE_TTL_SECONDS (default 60)")
+    p.add_argument(
+        "--band-minutes",
+        type=float,
+        default=60.0,
+        help="how long each user is active; also PROFILE_TTL_SECONDS (default 60)",
+    )
     p.add_argument("--lateness-seconds", type=float, default=10.0)
     p.add_argument("--out-of-order-ms", type=int, default=1000)
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--strategy", default="asof", choices=["asof", "running", "window"])
-    p.add_argument("--job-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra environment for the job (repeatable), e.g. "
-                   "KAFKA_QUEUED_MAX_MESSAGES_KBYTES=8192")
+    p.add_argument(
+        "--job-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the job (repeatable), e.g. KAFKA_QUEUED_MAX_MESSAGES_KBYTES=8192",
+    )
     p.add_argument("--sample-interval", type=float, default=1.0)
     p.add_argument("--timeout", type=float, default=900.0)
     p.add_argument("--code", default=".", help="code to measure ('.', a directory or a git revision)")
@@ -185,37 +207,61 @@ def main(argv: Optional[List[str]] = None) -> int:
     code_at_start = code_identity(code_dir)
     stamp = timestamp()
     log_path = RESULTS_DIR / f"memory-{stamp}.log"
-    problems: List[str] = []
+    problems: list[str] = []
     with LocalBroker.start() as broker:
         bootstrap = broker.bootstrap_servers
         broker.create_topics(TOPICS)
         print(f"producing {args.clicks:,} clicks ...", flush=True)
         workload = produce_workload(bootstrap, args)
-        print(f"produced {workload['clicks']:,} clicks and {workload['profiles']:,} profile versions of "
-              f"{workload['users']:,} users (~{workload['active_users_at_a_time']:,} active at a time) "
-              f"in {workload['produce_seconds']} s", flush=True)
-        env = job_env(code_dir, bootstrap, {
-            "CLICKS_TOPIC": "mem_clicks", "PROFILES_TOPIC": "mem_profiles",
-            "JOINED_TOPIC": "mem_joined", "UNMATCHED_TOPIC": "mem_unmatched", "DLQ_TOPIC": "mem_dlq",
-            "KAFKA_TAIL": "false", "JOIN_STRATEGY": args.strategy,
-            "PROFILE_TTL_SECONDS": f"{args.band_minutes * 60:g}",
-            "ALLOWED_LATENESS_SECONDS": f"{args.lateness_seconds:g}",
-            **dict(kv.split("=", 1) for kv in args.job_env),
-        })
+        print(
+            f"produced {workload['clicks']:,} clicks and {workload['profiles']:,} profile versions of "
+            f"{workload['users']:,} users (~{workload['active_users_at_a_time']:,} active at a time) "
+            f"in {workload['produce_seconds']} s",
+            flush=True,
+        )
+        env = job_env(
+            code_dir,
+            bootstrap,
+            {
+                "CLICKS_TOPIC": "mem_clicks",
+                "PROFILES_TOPIC": "mem_profiles",
+                "JOINED_TOPIC": "mem_joined",
+                "UNMATCHED_TOPIC": "mem_unmatched",
+                "DLQ_TOPIC": "mem_dlq",
+                "KAFKA_TAIL": "false",
+                "JOIN_STRATEGY": args.strategy,
+                "PROFILE_TTL_SECONDS": f"{args.band_minutes * 60:g}",
+                "ALLOWED_LATENESS_SECONDS": f"{args.lateness_seconds:g}",
+                **dict(kv.split("=", 1) for kv in args.job_env),
+            },
+        )
         counter = OutputCounter(bootstrap, "mem_joined", TOPICS["mem_joined"])
         counter.start()
-        points: List[Dict[str, Any]] = []
+        points: list[dict[str, Any]] = []
         next_at = [0.0]
 
         def on_sample(t: float, rss: int, cpu: float) -> None:
             if t >= next_at[0]:
                 next_at[0] = t + args.sample_interval
-                points.append({"t_s": round(t, 1), "events": counter.count,
-                               "rss_mb": round(rss / 2**20, 1), "cpu_s": round(cpu, 1)})
+                points.append(
+                    {
+                        "t_s": round(t, 1),
+                        "events": counter.count,
+                        "rss_mb": round(rss / 2**20, 1),
+                        "cpu_s": round(cpu, 1),
+                    }
+                )
 
         print(f"running dataflows.clicks ({args.strategy}) ...", flush=True)
-        measured = run_measured([bytewax_cmd("clicks")], env, log_path, args.timeout,
-                                broker_pid=broker.process.pid, on_sample=on_sample, sample_interval_s=0.2)
+        measured = run_measured(
+            [bytewax_cmd("clicks")],
+            env,
+            log_path,
+            args.timeout,
+            broker_pid=broker.process.pid,
+            on_sample=on_sample,
+            sample_interval_s=0.2,
+        )
         deadline = time.monotonic() + 60
         while counter.count < args.clicks and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -227,7 +273,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if counter.count != args.clicks:
         problems.append(f"joined records {counter.count:,} != clicks {args.clicks:,}")
 
-    def peak_until(limit: Optional[int]) -> Optional[float]:
+    def peak_until(limit: int | None) -> float | None:
         vals = [pt["rss_mb"] for pt in points if limit is None or pt["events"] <= limit]
         return max(vals) if vals else None
 
@@ -245,8 +291,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         if rows and rows[-1]["events"] == f"{pt['events']:,}":
             continue
         peak_so_far = max(q["rss_mb"] for q in points if q["t_s"] <= pt["t_s"])
-        rows.append({"events": f"{pt['events']:,}", "t": f"{pt['t_s']:.0f}", "rss": f"{pt['rss_mb']:.0f}",
-                     "peak": f"{peak_so_far:.0f}", "cpu": f"{pt['cpu_s']:.0f}"})
+        rows.append(
+            {
+                "events": f"{pt['events']:,}",
+                "t": f"{pt['t_s']:.0f}",
+                "rss": f"{pt['rss_mb']:.0f}",
+                "peak": f"{peak_so_far:.0f}",
+                "cpu": f"{pt['cpu_s']:.0f}",
+            }
+        )
     wall = measured["wall_s"]
     result = {
         "timestamp": stamp,
@@ -270,12 +323,26 @@ def main(argv: Optional[List[str]] = None) -> int:
         "log": str(log_path),
     }
     print()
-    print(f"{args.clicks:,} clicks in {wall:.1f} s ({args.clicks / wall:,.0f}/s), CPU {measured['cpu_s']:.1f} s, "
-          f"matched {counter.matched:,}")
-    print(table(rows, [("events", "events processed"), ("t", "t s"), ("rss", "RSS MB"),
-                       ("peak", "peak so far MB"), ("cpu", "CPU s")]))
-    print(f"peak RSS up to 1M events: {peak_1m} MB; over the whole run ({args.clicks:,}): {peak_all} MB"
-          + (f" ({(peak_all / peak_1m - 1) * 100:+.0f}%)" if peak_1m else ""))
+    print(
+        f"{args.clicks:,} clicks in {wall:.1f} s ({args.clicks / wall:,.0f}/s), CPU {measured['cpu_s']:.1f} s, "
+        f"matched {counter.matched:,}"
+    )
+    print(
+        table(
+            rows,
+            [
+                ("events", "events processed"),
+                ("t", "t s"),
+                ("rss", "RSS MB"),
+                ("peak", "peak so far MB"),
+                ("cpu", "CPU s"),
+            ],
+        )
+    )
+    print(
+        f"peak RSS up to 1M events: {peak_1m} MB; over the whole run ({args.clicks:,}): {peak_all} MB"
+        + (f" ({(peak_all / peak_1m - 1) * 100:+.0f}%)" if peak_1m else "")
+    )
     if peak_1m and args.clicks > 1_000_000:
         verdict = "met" if peak_all <= peak_1m * 1.10 and not problems else "MISSED"
         print(f"target RSS flat 1M vs {args.clicks / 1e6:g}M (within 10%): {verdict}")

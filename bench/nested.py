@@ -12,7 +12,7 @@ stays unparseable, a missing id stays missing). The job then runs with
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Dict, Optional
+from typing import Any
 
 import orjson
 
@@ -40,7 +40,7 @@ def _seconds(ts: Any) -> Any:
     return ts
 
 
-def reshape(value: Optional[bytes], time_field: Optional[str]) -> Optional[bytes]:
+def reshape(value: bytes | None, time_field: str | None) -> bytes | None:
     """One record in the nested shape; ``time_field``: the clicks' time to move
     to ``event_time`` in seconds (None for profiles: the time stays as it is)."""
     try:
@@ -49,21 +49,22 @@ def reshape(value: Optional[bytes], time_field: Optional[str]) -> Optional[bytes
         return value
     if type(obj) is not dict or "user_id" not in obj:
         return value
-    out: Dict[str, Any] = {"user": {"id": obj.pop("user_id")}}
+    out: dict[str, Any] = {"user": {"id": obj.pop("user_id")}}
     if time_field is not None and time_field in obj:
         out["event_time"] = _seconds(obj.pop(time_field))
     out.update(obj)
     return orjson.dumps(out)
 
 
-def copy_nested(bootstrap: str, source: str, target: str, time_field: Optional[str]) -> int:
+def copy_nested(bootstrap: str, source: str, target: str, time_field: str | None) -> int:
     """Copy ``source`` (read to its confirmed end) into ``target`` reshaped,
     partition by partition; returns the number of records copied."""
     from confluent_kafka import Consumer, Producer
 
     consumer = Consumer(consumer_config(bootstrap))
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
-                         "queue.buffering.max.messages": 500_000})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 20, "queue.buffering.max.messages": 500_000}
+    )
     failures = []
 
     def on_delivery(err, _msg) -> None:
@@ -77,9 +78,15 @@ def copy_nested(bootstrap: str, source: str, target: str, time_field: Optional[s
                 kind, ts = msg.timestamp()
                 while True:
                     try:
-                        producer.produce(target, reshape(msg.value(), time_field), msg.key(),
-                                         partition=msg.partition(), headers=msg.headers(),
-                                         timestamp=ts if kind else 0, on_delivery=on_delivery)
+                        producer.produce(
+                            target,
+                            reshape(msg.value(), time_field),
+                            msg.key(),
+                            partition=msg.partition(),
+                            headers=msg.headers(),
+                            timestamp=ts if kind else 0,
+                            on_delivery=on_delivery,
+                        )
                         break
                     except BufferError:
                         producer.poll(0.05)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import collections
 import sys
-from typing import List, Optional
 
 
 def summarise(path: str, top: int, all_threads: bool = False) -> str:
@@ -45,12 +44,15 @@ def summarise(path: str, top: int, all_threads: bool = False) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile_summary", description=__doc__.split("\n")[0])
     p.add_argument("paths", nargs="+")
     p.add_argument("--top", type=int, default=25)
-    p.add_argument("--all-threads", action="store_true",
-                   help="count every thread (default: the main thread, where the Bytewax worker runs)")
+    p.add_argument(
+        "--all-threads",
+        action="store_true",
+        help="count every thread (default: the main thread, where the Bytewax worker runs)",
+    )
     args = p.parse_args(argv)
     for path in args.paths:
         print(summarise(path, args.top, args.all_threads))

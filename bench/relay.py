@@ -19,10 +19,9 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import time
 import sys
+import time
 from bisect import bisect_right
-from typing import Dict, List, Tuple
 
 import orjson
 
@@ -34,8 +33,12 @@ def main(argv=None) -> int:
     p.add_argument("--profiles-topic", required=True)
     p.add_argument("--out-topic", required=True)
     p.add_argument("--ttl-seconds", type=float, default=7 * 24 * 3600.0)
-    p.add_argument("--fetch-wait-ms", type=int, default=None,
-                   help="the clicks consumer's fetch.wait.max.ms (default: librdkafka's, like the job)")
+    p.add_argument(
+        "--fetch-wait-ms",
+        type=int,
+        default=None,
+        help="the clicks consumer's fetch.wait.max.ms (default: librdkafka's, like the job)",
+    )
     args = p.parse_args(argv)
     if not args.bootstrap_servers:
         p.error("--bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS is required")
@@ -44,8 +47,8 @@ def main(argv=None) -> int:
 
     from bench.common import finish_producing, read_topic_batches, sink_like_producer
     from connectors.kafka_io import produce_with_backpressure, reader_config, require_topics
-    from operators.record_mapping import parse_click, parse_profile
     from operators.join_output import encode_result
+    from operators.record_mapping import parse_click, parse_profile
     from operators.records import Click, JoinResult, ProfileVersion, SourceRecord
 
     stop = False
@@ -63,12 +66,13 @@ def main(argv=None) -> int:
 
     # Profiles first, to their end (the latency bench produces them before
     # any click): user -> (sorted event times, versions).
-    table: Dict[str, Tuple[List[int], List[ProfileVersion]]] = {}
+    table: dict[str, tuple[list[int], list[ProfileVersion]]] = {}
     profiles = Consumer(reader_config(bootstrap))
     for batch in read_topic_batches(profiles, args.profiles_topic):
         for msg in batch:
-            record = SourceRecord(msg.partition(), msg.offset(), msg.key(), msg.value(),
-                                  msg.timestamp()[1], msg.headers())
+            record = SourceRecord(
+                msg.partition(), msg.offset(), msg.key(), msg.value(), msg.timestamp()[1], msg.headers()
+            )
             version = parse_profile(record, args.profiles_topic, int(time.time() * 1000))
             if type(version) is ProfileVersion:
                 times, kept = table.setdefault(version.key, ([], []))
@@ -92,8 +96,9 @@ def main(argv=None) -> int:
         for msg in clicks.consume(1000, 0.005):
             if msg.error() is not None:
                 continue
-            record = SourceRecord(msg.partition(), msg.offset(), msg.key(), msg.value(),
-                                  msg.timestamp()[1], msg.headers())
+            record = SourceRecord(
+                msg.partition(), msg.offset(), msg.key(), msg.value(), msg.timestamp()[1], msg.headers()
+            )
             click = parse_click(record, topic, int(time.time() * 1000))
             if type(click) is not Click:
                 bad += 1

@@ -24,12 +24,12 @@ import subprocess
 import sys
 import time
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Dict, Mapping, Optional
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-_LIVE: "weakref.WeakSet[LocalBroker]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[LocalBroker] = weakref.WeakSet()
 
 
 class BrokerError(RuntimeError):
@@ -79,9 +79,7 @@ class LocalBroker:
         return f"127.0.0.1:{self.port}"
 
     @classmethod
-    def start(
-        cls, port: Optional[int] = None, ready_timeout_s: float = 20.0, quiet: bool = True
-    ) -> "LocalBroker":
+    def start(cls, port: int | None = None, ready_timeout_s: float = 20.0, quiet: bool = True) -> LocalBroker:
         """Start a broker on a free (or the given) port and wait until it accepts."""
         binary = tansu_binary()
         port = port or free_port()
@@ -100,16 +98,14 @@ class LocalBroker:
         deadline = time.monotonic() + ready_timeout_s
         while True:
             if process.poll() is not None:
-                raise BrokerError(
-                    f"Tansu exited with status {process.returncode} on port {port}"
-                )
+                raise BrokerError(f"Tansu exited with status {process.returncode} on port {port}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
                     broker.stop()
-                    raise BrokerError(f"Tansu did not listen on port {port} in time")
+                    raise BrokerError(f"Tansu did not listen on port {port} in time") from None
                 time.sleep(0.02)
         broker._wait_for_metadata(deadline)
         return broker
@@ -120,7 +116,7 @@ class LocalBroker:
             try:
                 admin.list_topics(timeout=2)
                 return
-            except Exception as exc:  # noqa: BLE001 - retried until the deadline
+            except Exception as exc:  # any error: retried until the deadline
                 if time.monotonic() > deadline:
                     raise BrokerError(f"broker on port {self.port} not ready: {exc}") from exc
                 time.sleep(0.05)
@@ -128,9 +124,7 @@ class LocalBroker:
     def admin(self) -> AdminClient:
         return AdminClient({"bootstrap.servers": self.bootstrap_servers})
 
-    def create_topics(
-        self, partitions: Mapping[str, int], configs: Optional[Mapping[str, str]] = None
-    ) -> None:
+    def create_topics(self, partitions: Mapping[str, int], configs: Mapping[str, str] | None = None) -> None:
         """Create topics (name -> partition count); existing ones are an error."""
         new = [
             NewTopic(name, num_partitions=n, replication_factor=1, config=dict(configs or {}))
@@ -159,7 +153,7 @@ class LocalBroker:
                 raise BrokerError(f"topics not visible in metadata: {sorted(partitions)}")
             time.sleep(0.05)
 
-    def topic_partitions(self) -> Dict[str, int]:
+    def topic_partitions(self) -> dict[str, int]:
         topics = self.admin().list_topics(timeout=5).topics
         return {name: len(meta.partitions) for name, meta in topics.items()}
 
@@ -185,7 +179,7 @@ class LocalBroker:
             self.process.kill()
             self.process.wait(timeout=timeout_s)
 
-    def __enter__(self) -> "LocalBroker":
+    def __enter__(self) -> LocalBroker:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -198,14 +192,17 @@ def _stop_all() -> None:
         broker.stop()
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="clickstream-broker",
         description="Run a local in-memory Kafka-protocol broker (Tansu) until Ctrl-C.",
     )
     parser.add_argument("--port", type=int, default=None, help="default: a free port")
     parser.add_argument(
-        "--topic", action="append", default=[], metavar="NAME:PARTITIONS",
+        "--topic",
+        action="append",
+        default=[],
+        metavar="NAME:PARTITIONS",
         help="create a topic at start-up (repeatable)",
     )
     args = parser.parse_args(argv)

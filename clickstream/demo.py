@@ -23,7 +23,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, TypedDict, cast
 
 import orjson
 
@@ -49,7 +49,7 @@ def _section(title: str) -> None:
     print(f"\n== {title} " + "=" * max(0, 66 - len(title)), flush=True)
 
 
-def run_job(job: str, bootstrap: str, workers: int, extra_env: Dict[str, str]) -> float:
+def run_job(job: str, bootstrap: str, workers: int, extra_env: dict[str, str]) -> float:
     env = dict(os.environ)
     env.update(
         {
@@ -69,14 +69,26 @@ def run_job(job: str, bootstrap: str, workers: int, extra_env: Dict[str, str]) -
     return time.monotonic() - started
 
 
-def summarise_outputs(bootstrap: str) -> Dict[str, object]:
+class OutputSummary(TypedDict):
+    """What :func:`summarise_outputs` counted in the clicks job's output topics."""
+
+    joined_records: int
+    joined_with_profile: int
+    joined_without_profile: int
+    unmatched_topic_records: int
+    dead_letters: int
+    dead_letters_by_reason: dict[str, int]
+    samples: list[dict[str, Any]]
+
+
+def summarise_outputs(bootstrap: str) -> OutputSummary:
     joined = read_all(bootstrap, "joined_data")
     unmatched_topic = read_all(bootstrap, "unmatched_clicks")
     dead = read_all(bootstrap, "dead_letters")
-    matched: List[dict] = []
+    matched: list[dict[str, Any]] = []
     null_profile = 0
     for rec in joined:
-        body = orjson.loads(rec.value)
+        body = orjson.loads(cast(bytes, rec.value))  # the job never writes a null value
         if body["profile"] is None:
             null_profile += 1
         elif len(matched) < 3:
@@ -96,7 +108,7 @@ def summarise_outputs(bootstrap: str) -> Dict[str, object]:
     }
 
 
-def print_top_users(windows: List[dict], seconds: float, late: int) -> None:
+def print_top_users(windows: list[dict], seconds: float, late: int) -> None:
     """One row per 30-minute window: its top 5 users and their clicks."""
     print(f"{len(windows)} windows in {seconds:.1f} s, {late} late clicks")
     rows = []
@@ -106,7 +118,7 @@ def print_top_users(windows: List[dict], seconds: float, late: int) -> None:
     print("\n".join(table(rows, ["window (UTC)", "top users (clicks)"])))
 
 
-def write_top_users_chart(windows: List[dict], path: Path) -> Path:
+def write_top_users_chart(windows: list[dict], path: Path) -> Path:
     """A PNG: one panel per window, horizontal bars of its top users."""
     import matplotlib
 
@@ -119,7 +131,7 @@ def write_top_users_chart(windows: List[dict], path: Path) -> Path:
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.6 * rows), squeeze=False)
     for ax in axes.flat:
         ax.set_visible(False)
-    for ax, window in zip(axes.flat, windows):
+    for ax, window in zip(axes.flat, windows, strict=False):
         ax.set_visible(True)
         top = list(reversed(window["top"]))
         ax.barh([t["user_id"] for t in top], [t["clicks"] for t in top], color="#3b7dd8")
@@ -132,7 +144,7 @@ def write_top_users_chart(windows: List[dict], path: Path) -> Path:
     return path
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clickstream.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--users", type=int, default=5_000)
     parser.add_argument("--clicks", type=int, default=100_000)
@@ -172,10 +184,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         outputs = summarise_outputs(bootstrap)
 
         _section(f"python -m clickstream.launch top_users -- -w {args.workers}")
-        top_seconds = run_job(
-            "top_users", bootstrap, args.workers, {"DLQ_TOPIC": "top_users_dead_letters"}
-        )
-        windows = [orjson.loads(r.value) for r in read_all(bootstrap, "top_users")]
+        top_seconds = run_job("top_users", bootstrap, args.workers, {"DLQ_TOPIC": "top_users_dead_letters"})
+        windows = [orjson.loads(cast(bytes, r.value)) for r in read_all(bootstrap, "top_users")]  # never null
         late_count = len(read_all(bootstrap, "late_clicks"))
     print_top_users(windows, top_seconds, late_count)
     chart = write_top_users_chart(windows, out_dir / "top_users.png")

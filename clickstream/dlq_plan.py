@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import heapq
 from collections import Counter
-from typing import FrozenSet, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from clickstream.read_topic import Record
 from clickstream.tooling import UsageError, preview
@@ -20,18 +21,16 @@ DLQ_ERROR = "dlq.error"
 #: Shown when a dead letter lacks a header.
 MISSING = "<none>"
 
-HeaderList = List[Tuple[str, Optional[bytes]]]
+HeaderList = list[tuple[str, bytes | None]]
 
 
-
-
-def header_text(headers: Optional[Sequence[Tuple[str, Optional[bytes]]]], name: str) -> Optional[str]:
+def header_text(headers: Sequence[tuple[str, bytes | None]] | None, name: str) -> str | None:
     """The value of header ``name`` as text (the last one if repeated), or None.
 
     The last one, because the dead-letter writer appends its headers after
     the original ones.
     """
-    found: Optional[bytes] = None
+    found: bytes | None = None
     seen = False
     for key, value in headers or ():
         if key == name:
@@ -45,11 +44,11 @@ def header_text(headers: Optional[Sequence[Tuple[str, Optional[bytes]]]], name: 
 class Filters:
     """Which dead letters to replay. An empty set means "any"."""
 
-    reasons: FrozenSet[str] = frozenset()
-    stages: FrozenSet[str] = frozenset()
-    source_topics: FrozenSet[str] = frozenset()
+    reasons: frozenset[str] = frozenset()
+    stages: frozenset[str] = frozenset()
+    source_topics: frozenset[str] = frozenset()
 
-    def matches(self, headers: Optional[Sequence[Tuple[str, Optional[bytes]]]]) -> bool:
+    def matches(self, headers: Sequence[tuple[str, bytes | None]] | None) -> bool:
         for wanted, name in (
             (self.reasons, "dlq.reason"),
             (self.stages, "dlq.stage"),
@@ -72,7 +71,7 @@ class Filters:
         return "; ".join(parts) if parts else "none (every dead letter)"
 
 
-def original_headers(headers: Optional[Sequence[Tuple[str, Optional[bytes]]]]) -> HeaderList:
+def original_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> HeaderList:
     """The rejected record's own headers (order and repeats kept), minus ``dlq.*``.
 
     The dead-letter writer appends its block (``dlq.error`` first) after the
@@ -90,7 +89,7 @@ def original_headers(headers: Optional[Sequence[Tuple[str, Optional[bytes]]]]) -
 
 
 def replay_headers(
-    headers: Optional[Sequence[Tuple[str, Optional[bytes]]]],
+    headers: Sequence[tuple[str, bytes | None]] | None,
     dlq_topic: str,
     partition: int,
     offset: int,
@@ -109,14 +108,14 @@ class ReplayItem(NamedTuple):
     reason: str
     stage: str
     #: Header ``dlq.topic``, or None when absent.
-    source_topic: Optional[str]
+    source_topic: str | None
     #: Where it goes: ``--to-topic`` or the source topic (None: nowhere known).
-    target: Optional[str]
-    key: Optional[bytes]
-    value: Optional[bytes]
+    target: str | None
+    key: bytes | None
+    value: bytes | None
     headers: HeaderList
     #: Explicit message timestamp (epoch ms), or None for the producer's clock.
-    timestamp_ms: Optional[int]
+    timestamp_ms: int | None
 
     @property
     def origin(self) -> str:
@@ -125,16 +124,14 @@ class ReplayItem(NamedTuple):
         return f"{d.topic}/{d.partition}/{d.offset}"
 
 
-def _int_or_none(text: Optional[str]) -> Optional[int]:
+def _int_or_none(text: str | None) -> int | None:
     try:
         return int(text) if text is not None else None
     except ValueError:
         return None
 
 
-def replay_item(
-    record: Record, to_topic: Optional[str] = None, keep_timestamps: bool = True
-) -> ReplayItem:
+def replay_item(record: Record, to_topic: str | None = None, keep_timestamps: bool = True) -> ReplayItem:
     """What to produce for one dead letter."""
     headers = record.headers or []
     source = header_text(headers, "dlq.topic")
@@ -160,23 +157,23 @@ class Plan:
 
     dlq_topic: str
     filters: Filters = dataclasses.field(default_factory=Filters)
-    to_topic: Optional[str] = None
-    limit: Optional[int] = None
+    to_topic: str | None = None
+    limit: int | None = None
     read: int = 0
     #: Dead letters matching the filters (before ``limit``).
     matched: int = 0
-    items: List[ReplayItem] = dataclasses.field(default_factory=list)
+    items: list[ReplayItem] = dataclasses.field(default_factory=list)
 
     @property
     def selected(self) -> int:
         return len(self.items)
 
     @property
-    def unroutable(self) -> List[ReplayItem]:
+    def unroutable(self) -> list[ReplayItem]:
         return [item for item in self.items if item.target is None]
 
     @property
-    def targets(self) -> List[str]:
+    def targets(self) -> list[str]:
         return sorted({item.target for item in self.items if item.target is not None})
 
     def by_source_and_reason(self) -> Counter:
@@ -190,8 +187,8 @@ def plan_replay(
     records: Iterable[Record],
     dlq_topic: str,
     filters: Filters = Filters(),
-    to_topic: Optional[str] = None,
-    limit: Optional[int] = None,
+    to_topic: str | None = None,
+    limit: int | None = None,
     keep_timestamps: bool = True,
 ) -> Plan:
     """Read every record (so the counts are complete); select the matching ones
@@ -201,7 +198,7 @@ def plan_replay(
     """
     plan = Plan(dlq_topic=dlq_topic, filters=filters, to_topic=to_topic, limit=limit)
     # Max-heap on (partition, offset) of the best `limit` matches so far.
-    kept: List[Tuple[int, int, int, Record]] = []
+    kept: list[tuple[int, int, int, Record]] = []
     for n, record in enumerate(records):
         plan.read += 1
         if not filters.matches(record.headers):
@@ -222,8 +219,10 @@ def format_item(item: ReplayItem, width: int = 60) -> str:
     d = item.dead_letter
     src = MISSING
     if item.source_topic is not None:
-        src = (f"{item.source_topic}/{header_text(d.headers, 'dlq.partition') or '?'}"
-               f"/{header_text(d.headers, 'dlq.offset') or '?'}")
+        src = (
+            f"{item.source_topic}/{header_text(d.headers, 'dlq.partition') or '?'}"
+            f"/{header_text(d.headers, 'dlq.offset') or '?'}"
+        )
     size = "null" if item.value is None else f"{len(item.value)} bytes"
     return (
         f"p{d.partition}@{d.offset} reason={item.reason} from={src} "

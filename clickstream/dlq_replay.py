@@ -44,7 +44,8 @@ import dataclasses
 import os
 import sys
 from collections import Counter
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import orjson
 
@@ -66,15 +67,34 @@ from clickstream.dlq_plan import (  # re-exported: the replay's API
     replay_item,
 )
 from clickstream.read_topic import ReadTimeout, TopicNotFound, iter_records
-from clickstream.tooling import UsageError
-from clickstream.tooling import kafka_config, preview, table
+from clickstream.tooling import UsageError, kafka_config, preview, table
 from connectors.kafka_io import PRODUCER_DEFAULTS, missing_topics, produce_with_backpressure
 
 __all__ = [
-    "DLQ_ERROR", "DLQ_HEADER_PREFIX", "MISSING", "REPLAYED_FROM", "Filters", "HeaderList", "Plan",
-    "ReplayItem", "ReplayResult", "UsageError", "build_parser", "check_plan", "format_item",
-    "format_summary", "header_text", "kafka_config", "main", "original_headers", "plan_replay",
-    "preview", "replay", "replay_headers", "replay_item", "summary_dict",
+    "DLQ_ERROR",
+    "DLQ_HEADER_PREFIX",
+    "MISSING",
+    "REPLAYED_FROM",
+    "Filters",
+    "HeaderList",
+    "Plan",
+    "ReplayItem",
+    "ReplayResult",
+    "UsageError",
+    "build_parser",
+    "check_plan",
+    "format_item",
+    "format_summary",
+    "header_text",
+    "kafka_config",
+    "main",
+    "original_headers",
+    "plan_replay",
+    "preview",
+    "replay",
+    "replay_headers",
+    "replay_item",
+    "summary_dict",
 ]
 
 FLUSH_TIMEOUT_S = 60.0
@@ -90,7 +110,7 @@ class ReplayResult:
     #: (target topic, reason) -> records delivered.
     delivered_by: Counter = dataclasses.field(default_factory=Counter)
     #: First few failure messages (never any configuration).
-    failure_examples: List[str] = dataclasses.field(default_factory=list)
+    failure_examples: list[str] = dataclasses.field(default_factory=list)
 
     def fail(self, message: str, count: int = 1) -> None:
         self.failures += count
@@ -98,7 +118,9 @@ class ReplayResult:
             self.failure_examples.append(message)
 
 
-def replay(items: Sequence[ReplayItem], producer: Any, flush_timeout_s: float = FLUSH_TIMEOUT_S) -> ReplayResult:
+def replay(
+    items: Sequence[ReplayItem], producer: Any, flush_timeout_s: float = FLUSH_TIMEOUT_S
+) -> ReplayResult:
     """Produce every item (in order) with ``producer`` and count the delivery reports.
 
     ``producer`` is a confluent-kafka ``Producer`` (or anything with its
@@ -120,8 +142,10 @@ def replay(items: Sequence[ReplayItem], producer: Any, flush_timeout_s: float = 
         if item.target is None:
             result.fail(f"{item.origin}: no dlq.topic header and no --to-topic")
             continue
-        kwargs: Dict[str, Any] = {
-            "key": item.key, "value": item.value, "headers": item.headers,
+        kwargs: dict[str, Any] = {
+            "key": item.key,
+            "value": item.value,
+            "headers": item.headers,
             "on_delivery": reporter(item),
         }
         if item.timestamp_ms is not None:
@@ -139,14 +163,14 @@ def replay(items: Sequence[ReplayItem], producer: Any, flush_timeout_s: float = 
     return result
 
 
-def _counts(counter: Counter) -> List[str]:
+def _counts(counter: Counter) -> list[str]:
     """One line per key (its parts as columns) and its count, sorted."""
     rows = sorted((tuple(k) if isinstance(k, tuple) else (k,), n) for k, n in counter.items())
     return table([(*key, n) for key, n in rows], indent="  ") or ["  (none)"]
 
 
 def format_summary(
-    plan: Plan, result: Optional[ReplayResult] = None, dry_run: bool = False, show: int = 10
+    plan: Plan, result: ReplayResult | None = None, dry_run: bool = False, show: int = 10
 ) -> str:
     """The human-readable report."""
     lines = [
@@ -176,16 +200,16 @@ def format_summary(
     return "\n".join(lines)
 
 
-def summary_dict(plan: Plan, result: Optional[ReplayResult] = None, dry_run: bool = False) -> Dict[str, Any]:
+def summary_dict(plan: Plan, result: ReplayResult | None = None, dry_run: bool = False) -> dict[str, Any]:
     """The report as data (``--json-report``)."""
 
-    def nested(counter: Counter) -> Dict[str, Dict[str, int]]:
-        out: Dict[str, Dict[str, int]] = {}
+    def nested(counter: Counter) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
         for (outer, inner), n in sorted(counter.items()):
             out.setdefault(outer, {})[inner] = n
         return out
 
-    data: Dict[str, Any] = {
+    data: dict[str, Any] = {
         "dlq_topic": plan.dlq_topic,
         "dry_run": dry_run,
         "filters": {
@@ -201,8 +225,13 @@ def summary_dict(plan: Plan, result: Optional[ReplayResult] = None, dry_run: boo
         "selected_by_source_topic": nested(plan.by_source_and_reason()),
         "selected_by_target_topic": dict(sorted(plan.by_target().items())),
         "records": [
-            {"origin": item.origin, "reason": item.reason, "stage": item.stage,
-             "source_topic": item.source_topic, "target": item.target}
+            {
+                "origin": item.origin,
+                "reason": item.reason,
+                "stage": item.stage,
+                "source_topic": item.source_topic,
+                "target": item.target,
+            }
             for item in plan.items
         ],
     }
@@ -222,36 +251,74 @@ def build_parser() -> argparse.ArgumentParser:
         description="Re-produce dead letters (original value, key and headers) to their "
         "source topic or to --to-topic.",
     )
-    p.add_argument("--dlq-topic", default=os.environ.get("DLQ_TOPIC") or "dead_letters",
-                   help="default: $DLQ_TOPIC or dead_letters")
-    p.add_argument("--bootstrap-servers", default=None,
-                   help="default: KAFKA_BOOTSTRAP_SERVERS (other KAFKA_* librdkafka "
-                   "properties, e.g. SASL, are always read from the environment)")
-    p.add_argument("--reason", action="append", default=[], metavar="REASON",
-                   help="replay only dead letters with this dlq.reason (repeatable)")
-    p.add_argument("--stage", action="append", default=[], metavar="STAGE",
-                   help="replay only dead letters with this dlq.stage (repeatable)")
-    p.add_argument("--source-topic", action="append", default=[], metavar="TOPIC",
-                   help="replay only dead letters whose dlq.topic is TOPIC (repeatable)")
-    p.add_argument("--to-topic", default=None, metavar="TOPIC",
-                   help="produce to TOPIC instead of each record's source topic")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="replay only the first N selected dead letters")
-    p.add_argument("--dry-run", action="store_true",
-                   help="produce nothing; print what would be replayed")
-    p.add_argument("--show", type=int, default=10, metavar="N",
-                   help="with --dry-run: how many selected records to print (default 10)")
-    p.add_argument("--fresh-timestamps", action="store_true",
-                   help="let the producer stamp the current time instead of the original "
-                   "message timestamp (dlq.timestamp)")
-    p.add_argument("--timeout", type=float, default=30.0,
-                   help="seconds allowed to read the DLQ topic to its end (default 30)")
-    p.add_argument("--json-report", metavar="PATH", default=None,
-                   help="also write the summary as JSON to PATH")
+    p.add_argument(
+        "--dlq-topic",
+        default=os.environ.get("DLQ_TOPIC") or "dead_letters",
+        help="default: $DLQ_TOPIC or dead_letters",
+    )
+    p.add_argument(
+        "--bootstrap-servers",
+        default=None,
+        help="default: KAFKA_BOOTSTRAP_SERVERS (other KAFKA_* librdkafka "
+        "properties, e.g. SASL, are always read from the environment)",
+    )
+    p.add_argument(
+        "--reason",
+        action="append",
+        default=[],
+        metavar="REASON",
+        help="replay only dead letters with this dlq.reason (repeatable)",
+    )
+    p.add_argument(
+        "--stage",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="replay only dead letters with this dlq.stage (repeatable)",
+    )
+    p.add_argument(
+        "--source-topic",
+        action="append",
+        default=[],
+        metavar="TOPIC",
+        help="replay only dead letters whose dlq.topic is TOPIC (repeatable)",
+    )
+    p.add_argument(
+        "--to-topic",
+        default=None,
+        metavar="TOPIC",
+        help="produce to TOPIC instead of each record's source topic",
+    )
+    p.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="replay only the first N selected dead letters"
+    )
+    p.add_argument("--dry-run", action="store_true", help="produce nothing; print what would be replayed")
+    p.add_argument(
+        "--show",
+        type=int,
+        default=10,
+        metavar="N",
+        help="with --dry-run: how many selected records to print (default 10)",
+    )
+    p.add_argument(
+        "--fresh-timestamps",
+        action="store_true",
+        help="let the producer stamp the current time instead of the original "
+        "message timestamp (dlq.timestamp)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds allowed to read the DLQ topic to its end (default 30)",
+    )
+    p.add_argument(
+        "--json-report", metavar="PATH", default=None, help="also write the summary as JSON to PATH"
+    )
     return p
 
 
-def _parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> argparse.Namespace:
+def _parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 0:
         parser.error("--limit must be >= 0")
@@ -259,8 +326,11 @@ def _parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> a
         parser.error("--show must be >= 0")
     if args.timeout <= 0:
         parser.error("--timeout must be > 0")
-    for flag, values in (("--reason", args.reason), ("--stage", args.stage),
-                         ("--source-topic", args.source_topic)):
+    for flag, values in (
+        ("--reason", args.reason),
+        ("--stage", args.stage),
+        ("--source-topic", args.source_topic),
+    ):
         if any(not v for v in values):
             parser.error(f"{flag} must not be empty")
     if args.to_topic is not None and not args.to_topic:
@@ -272,7 +342,7 @@ def _parse_args(parser: argparse.ArgumentParser, argv: Optional[List[str]]) -> a
     return args
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """CLI entry point: 0 ok, 1 delivery failure or Kafka error, 2 usage / missing topic."""
     parser = build_parser()
     try:
@@ -281,13 +351,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     filters = Filters(frozenset(args.reason), frozenset(args.stage), frozenset(args.source_topic))
     out, err = sys.stdout, sys.stderr
-    plan: Optional[Plan] = None
-    result: Optional[ReplayResult] = None
+    plan: Plan | None = None
+    result: ReplayResult | None = None
     try:
         config = kafka_config(args.bootstrap_servers, os.environ)
         plan = plan_replay(
             iter_records(config, args.dlq_topic, args.timeout),
-            args.dlq_topic, filters, args.to_topic, args.limit,
+            args.dlq_topic,
+            filters,
+            args.to_topic,
+            args.limit,
             keep_timestamps=not args.fresh_timestamps,
         )
         from confluent_kafka import Producer
@@ -298,7 +371,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(format_summary(plan, dry_run=True, show=args.show), file=out, flush=True)
         if missing:
             raise UsageError(
-                "target topic(s) do not exist: " + ", ".join(repr(t) for t in missing)
+                "target topic(s) do not exist: "
+                + ", ".join(repr(t) for t in missing)
                 + "; create them first (nothing was replayed)"
             )
         check_plan(plan)

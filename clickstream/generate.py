@@ -17,12 +17,12 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import orjson
 
 from clickstream.generate_options import add_cli_options, options_from_args
-from clickstream.tooling import UsageError, kafka_config
 from clickstream.synthetic import (  # re-exported: the generator's API
     BAD_KINDS,
     CLICKS,
@@ -34,12 +34,25 @@ from clickstream.synthetic import (  # re-exported: the generator's API
     parse_start_ms,
     split_by_topic,
 )
+from clickstream.tooling import UsageError, kafka_config
 from connectors.kafka_io import PRODUCER_DEFAULTS, TopicNotFound, produce_all, require_topics
 
 __all__ = [
-    "BAD_KINDS", "CLICKS", "DEFAULT_START", "PROFILES", "GenerateOptions", "GenerateReport",
-    "GeneratedRecord", "build_parser", "generate_records", "main", "options_from_args",
-    "parse_start_ms", "produce", "split_by_topic", "summarize",
+    "BAD_KINDS",
+    "CLICKS",
+    "DEFAULT_START",
+    "PROFILES",
+    "GenerateOptions",
+    "GenerateReport",
+    "GeneratedRecord",
+    "build_parser",
+    "generate_records",
+    "main",
+    "options_from_args",
+    "parse_start_ms",
+    "produce",
+    "split_by_topic",
+    "summarize",
 ]
 
 
@@ -54,14 +67,14 @@ class GenerateReport:
     clicks_produced: int = 0
     unknown_user_clicks: int = 0
     #: topic role -> bad kind -> count.
-    bad_records: Dict[str, Dict[str, int]] = dataclasses.field(
+    bad_records: dict[str, dict[str, int]] = dataclasses.field(
         default_factory=lambda: {PROFILES: {}, CLICKS: {}}
     )
     records_produced: int = 0
     delivered: int = 0
     delivery_failures: int = 0
     #: First few delivery errors, for the message.
-    failure_examples: List[str] = dataclasses.field(default_factory=list)
+    failure_examples: list[str] = dataclasses.field(default_factory=list)
     elapsed_seconds: float = 0.0
     #: Records (all kinds) per second of elapsed time.
     records_per_second: float = 0.0
@@ -82,7 +95,7 @@ class GenerateReport:
             kinds = self.bad_records.setdefault(record.topic_role, {})
             kinds[record.kind] = kinds.get(record.kind, 0) + 1
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["bad_total"] = self.bad_total
         return data
@@ -100,8 +113,7 @@ class GenerateReport:
         lines += [
             f"delivered:            {self.delivered} of {self.records_produced}",
             f"delivery failures:    {self.delivery_failures}",
-            f"elapsed:              {self.elapsed_seconds:.2f} s"
-            f" ({self.records_per_second:,.0f} records/s)",
+            f"elapsed:              {self.elapsed_seconds:.2f} s ({self.records_per_second:,.0f} records/s)",
         ]
         lines += [f"  failure: {example}" for example in self.failure_examples]
         return "\n".join(lines)
@@ -114,9 +126,10 @@ def summarize(records: Iterable[GeneratedRecord]) -> GenerateReport:
         report.count(record)
     return report
 
+
 def produce(
     options: GenerateOptions,
-    config: Dict[str, Any],
+    config: dict[str, Any],
     profiles_topic: str,
     clicks_topic: str,
     *,
@@ -137,9 +150,9 @@ def produce(
     report = GenerateReport(profiles_topic=profiles_topic, clicks_topic=clicks_topic)
     topics = {PROFILES: profiles_topic, CLICKS: clicks_topic}
 
-    def messages() -> Iterator[Tuple[str, Dict[str, Any]]]:
+    def messages() -> Iterator[tuple[str, dict[str, Any]]]:
         for record in generate_records(options):
-            kwargs: Dict[str, Any] = {"key": record.key, "value": record.value}
+            kwargs: dict[str, Any] = {"key": record.key, "value": record.value}
             if record.timestamp_ms is not None:
                 kwargs["timestamp"] = record.timestamp_ms
             yield topics[record.topic_role], kwargs
@@ -163,20 +176,30 @@ def build_parser() -> argparse.ArgumentParser:
         description="Produce seeded, reproducible synthetic user profiles and clicks "
         "(with optional bad records) to Kafka.",
     )
-    p.add_argument("--bootstrap-servers", default=None,
-                   help="default: KAFKA_BOOTSTRAP_SERVERS (other KAFKA_* librdkafka "
-                   "properties, e.g. SASL, are always read from the environment)")
-    p.add_argument("--profiles-topic", default=os.environ.get("PROFILES_TOPIC", "user_profiles"),
-                   help="default: $PROFILES_TOPIC or user_profiles")
-    p.add_argument("--clicks-topic", default=os.environ.get("CLICKS_TOPIC", "user_clicks"),
-                   help="default: $CLICKS_TOPIC or user_clicks")
+    p.add_argument(
+        "--bootstrap-servers",
+        default=None,
+        help="default: KAFKA_BOOTSTRAP_SERVERS (other KAFKA_* librdkafka "
+        "properties, e.g. SASL, are always read from the environment)",
+    )
+    p.add_argument(
+        "--profiles-topic",
+        default=os.environ.get("PROFILES_TOPIC", "user_profiles"),
+        help="default: $PROFILES_TOPIC or user_profiles",
+    )
+    p.add_argument(
+        "--clicks-topic",
+        default=os.environ.get("CLICKS_TOPIC", "user_clicks"),
+        help="default: $CLICKS_TOPIC or user_clicks",
+    )
     add_cli_options(p)
-    p.add_argument("--json-report", metavar="PATH", default=None,
-                   help="also write the report as JSON to PATH")
+    p.add_argument(
+        "--json-report", metavar="PATH", default=None, help="also write the report as JSON to PATH"
+    )
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """CLI entry point: 0 all delivered, 1 delivery failures, 2 bad usage/setup."""
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
 DEFAULT_START = "2026-01-01T00:00:00+00:00"
 
 
-def _option(default: Any, help: Optional[str] = None, **cli: Any) -> Any:
+def _option(default: Any, help: str | None = None, **cli: Any) -> Any:
     """A field of :class:`GenerateOptions`; ``help`` (and ``cli``) make its
     command-line option ``--name-with-dashes`` (see :func:`add_cli_options`)."""
     return dataclasses.field(default=default, metadata={"help": help, **cli})
@@ -29,8 +29,9 @@ class GenerateOptions:
     versions_per_user: int = _option(3)
     seed: int = _option(42)
     start: str = _option(
-        DEFAULT_START, "event time of the first event, ISO-8601 with offset "
-        f"(default {DEFAULT_START}; ignored with --rate)")
+        DEFAULT_START,
+        f"event time of the first event, ISO-8601 with offset (default {DEFAULT_START}; ignored with --rate)",
+    )
     span_seconds: float = _option(3600.0, "event-time span of the data (with --rate: clicks / rate)")
     #: At a rate, event time is the scheduled send time (i.e. now) and
     #: :func:`generate_records` sleeps to keep the pace.
@@ -40,10 +41,11 @@ class GenerateOptions:
     out_of_order_ms: int = _option(0, "max random jitter subtracted from click event times")
     #: False: profiles and clicks merged by event time.
     profiles_first: bool = _option(
-        True, "produce all profiles before clicks (default)",
-        off=("--interleave", "merge profiles and clicks by event time"))
-    numeric_user_ids: bool = _option(
-        False, 'integer user ids in clicks (42), strings in profiles ("42")')
+        True,
+        "produce all profiles before clicks (default)",
+        off=("--interleave", "merge profiles and clicks by event time"),
+    )
+    numeric_user_ids: bool = _option(False, 'integer user ids in clicks (42), strings in profiles ("42")')
 
     def __post_init__(self) -> None:
         problems = []
@@ -104,15 +106,15 @@ def add_cli_options(parser: argparse.ArgumentParser) -> None:
         meta = field.metadata
         if "off" in meta:  # a pair of flags: on (the default) / off
             group = parser.add_mutually_exclusive_group()
-            group.add_argument(flag, dest=field.name, action="store_true", default=field.default,
-                               help=meta["help"])
+            group.add_argument(
+                flag, dest=field.name, action="store_true", default=field.default, help=meta["help"]
+            )
             off_flag, off_help = meta["off"]
             group.add_argument(off_flag, dest=field.name, action="store_false", help=off_help)
         elif isinstance(field.default, bool):
             parser.add_argument(flag, action="store_true", help=meta["help"])
         else:
-            parser.add_argument(flag, type=type(field.default), default=field.default,
-                                help=meta["help"])
+            parser.add_argument(flag, type=type(field.default), default=field.default, help=meta["help"])
 
 
 def options_from_args(args: argparse.Namespace) -> GenerateOptions:

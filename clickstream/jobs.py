@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import List
 
 
 def job_module(job: str) -> str:
@@ -23,7 +22,7 @@ def job_module(job: str) -> str:
     return f"dataflows.{job}"
 
 
-def available_jobs() -> List[str]:
+def available_jobs() -> list[str]:
     """Names of the job modules of ``dataflows``, sorted."""
     import dataflows
 

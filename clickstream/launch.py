@@ -48,8 +48,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, List, Mapping, Optional, Sequence
 
 from clickstream.jobs import available_jobs
 from clickstream.launch_config import (
@@ -67,9 +67,21 @@ from clickstream.launch_config import (
 from clickstream.recovery_store import IncompleteStore, prune_uncommitted_snapshots
 
 __all__ = [
-    "LaunchError", "Plan", "available_jobs", "describe", "init_recovery", "job_environment",
-    "launcher_command", "main", "owned_partitions", "parse_ordinal", "peer_addresses", "plan_from_env",
-    "prune_store", "statefulset_name", "wait_for_dns",
+    "LaunchError",
+    "Plan",
+    "available_jobs",
+    "describe",
+    "init_recovery",
+    "job_environment",
+    "launcher_command",
+    "main",
+    "owned_partitions",
+    "parse_ordinal",
+    "peer_addresses",
+    "plan_from_env",
+    "prune_store",
+    "statefulset_name",
+    "wait_for_dns",
 ]
 
 _PART = re.compile(r"^part-(?P<index>[0-9]+)\.sqlite3$")
@@ -84,7 +96,7 @@ def log(message: str) -> None:
     print(f"entrypoint: {message}", file=sys.stderr, flush=True)
 
 
-def existing_partitions(directory: Path) -> List[int]:
+def existing_partitions(directory: Path) -> list[int]:
     """Indexes of the ``part-N.sqlite3`` files in ``directory``."""
     if not directory.is_dir():
         return []
@@ -92,7 +104,7 @@ def existing_partitions(directory: Path) -> List[int]:
     return sorted(int(m.group("index")) for m in found if m)
 
 
-def store_partition_count(directory: Path, index: int) -> Optional[int]:
+def store_partition_count(directory: Path, index: int) -> int | None:
     """The partition count recorded in an existing partition file, if readable.
 
     Opened immutable: nothing is written, no -wal/-shm file is created. The
@@ -200,13 +212,13 @@ def wait_for_dns(
             sleep(0.5)
 
 
-def launcher_command(job: str, *bytewax_args: str) -> List[str]:
+def launcher_command(job: str, *bytewax_args: str) -> list[str]:
     """The command that starts ``job`` through this launcher (the demo and the
     tests use it; settings come from the environment)."""
     return [sys.executable, "-m", "clickstream.launch", job, "--", *bytewax_args]
 
 
-def prepare(env: Mapping[str, str], argv: Sequence[str]) -> List[str]:
+def prepare(env: Mapping[str, str], argv: Sequence[str]) -> list[str]:
     """Everything before the ``exec``: plan, log, wait, recovery store. Returns
     the command; raises LaunchError."""
     plan = plan_from_env(env, argv)
@@ -217,14 +229,15 @@ def prepare(env: Mapping[str, str], argv: Sequence[str]) -> List[str]:
         if name in env:
             log(f"ignoring {name} (use {instead})")
     if plan.clustered and plan.dns_wait_seconds > 0:
+        assert plan.process_id is not None  # a cluster plan always has one (checked by _cluster)
         own_host = plan.addresses[plan.process_id].rpartition(":")[0]
         wait_for_dns(own_host, plan.dns_wait_seconds)
     if plan.recovery_dir is not None:
         init_recovery(plan)
-    return [sys.executable] + plan.bytewax_args()
+    return [sys.executable, *plan.bytewax_args()]
 
 
-def main(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] = None) -> int:
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     env = dict(os.environ if env is None else env)
     argv = sys.argv[1:] if argv is None else argv
     try:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Mapping, Optional, Sequence
+from typing import overload
 
 from clickstream.jobs import available_jobs, job_module
 
@@ -53,7 +54,7 @@ class LaunchError(Exception):
     """The configuration cannot start a process; the message says why."""
 
 
-def parse_ordinal(hostname: str) -> Optional[int]:
+def parse_ordinal(hostname: str) -> int | None:
     """The StatefulSet pod ordinal in a hostname: ``clicks-2`` -> 2, else None.
 
     Only a pod name (the first DNS label) counts: ``clicks-2.clicks.ns.svc`` -> 2.
@@ -62,20 +63,20 @@ def parse_ordinal(hostname: str) -> Optional[int]:
     return int(match.group("ordinal")) if match else None
 
 
-def statefulset_name(hostname: str) -> Optional[str]:
+def statefulset_name(hostname: str) -> str | None:
     """``clicks-2`` -> ``clicks``; None without an ordinal."""
     match = _ORDINAL.match(hostname.split(".", 1)[0])
     return match.group("name") if match else None
 
 
-def peer_addresses(statefulset: str, service: str, replicas: int, port: int = DEFAULT_PORT) -> List[str]:
+def peer_addresses(statefulset: str, service: str, replicas: int, port: int = DEFAULT_PORT) -> list[str]:
     """``<statefulset>-<i>.<service>:<port>`` for every process, in id order."""
     if replicas < 1:
         raise LaunchError(f"BYTEWAX_REPLICAS must be at least 1 (got {replicas})")
     return [f"{statefulset}-{i}.{service}:{port}" for i in range(replicas)]
 
 
-def owned_partitions(process_id: Optional[int], processes: int, partitions: int) -> List[int]:
+def owned_partitions(process_id: int | None, processes: int, partitions: int) -> list[int]:
     """The recovery partitions this process creates in its own directory.
 
     A single process (``process_id`` None) owns all of them; in a cluster,
@@ -99,10 +100,10 @@ class Plan:
     """Everything needed to start one process."""
 
     job: str
-    process_id: Optional[int] = None
+    process_id: int | None = None
     addresses: Sequence[str] = ()
-    workers: Optional[int] = None
-    recovery_dir: Optional[Path] = None
+    workers: int | None = None
+    recovery_dir: Path | None = None
     recovery_partitions: int = 1
     snapshot_seconds: int = DEFAULT_SNAPSHOT_SECONDS
     backup_seconds: int = DEFAULT_BACKUP_SECONDS
@@ -120,10 +121,10 @@ class Plan:
         return len(self.addresses) > 1
 
     @property
-    def owned_partitions(self) -> List[int]:
+    def owned_partitions(self) -> list[int]:
         return owned_partitions(self.process_id, self.processes, self.recovery_partitions)
 
-    def bytewax_args(self) -> List[str]:
+    def bytewax_args(self) -> list[str]:
         """Arguments after ``python``."""
         args = ["-m", "bytewax.run", job_module(self.job)]
         if self.clustered:
@@ -132,14 +133,21 @@ class Plan:
             args += ["-w", str(self.workers)]
         if self.recovery_dir is not None:
             args += [
-                "-r", str(self.recovery_dir),
-                "-s", str(self.snapshot_seconds),
-                "-b", str(self.backup_seconds),
+                "-r",
+                str(self.recovery_dir),
+                "-s",
+                str(self.snapshot_seconds),
+                "-b",
+                str(self.backup_seconds),
             ]
         return args + list(self.extra_args)
 
 
-def _int(env: Mapping[str, str], name: str, default: Optional[int], minimum: int) -> Optional[int]:
+@overload
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int: ...
+@overload
+def _int(env: Mapping[str, str], name: str, default: None, minimum: int) -> int | None: ...
+def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int) -> int | None:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -153,7 +161,7 @@ def _int(env: Mapping[str, str], name: str, default: Optional[int], minimum: int
     return value
 
 
-def _seconds(env: Mapping[str, str], name: str, default: int, minimum: int, warnings: List[str]) -> int:
+def _seconds(env: Mapping[str, str], name: str, default: int, minimum: int, warnings: list[str]) -> int:
     """A ``RECOVERY_*_SECONDS`` variable, or its deprecated old name."""
     old = next(o for o, new in DEPRECATED_VARS.items() if new == name)
     if not env.get(old, "").strip():
@@ -165,7 +173,7 @@ def _seconds(env: Mapping[str, str], name: str, default: int, minimum: int, warn
     return _int(env, old, default, minimum)
 
 
-def _job_and_extra_args(env: Mapping[str, str], argv: Sequence[str], jobs: Optional[Sequence[str]]):
+def _job_and_extra_args(env: Mapping[str, str], argv: Sequence[str], jobs: Sequence[str] | None):
     """``[JOB] [--] [extra bytewax.run args]``; the job defaults to ``$JOB``."""
     argv = list(argv)
     job = env.get("JOB", "").strip()
@@ -188,12 +196,12 @@ def _cluster(env: Mapping[str, str]):
     process_id = _int(env, "BYTEWAX_PROCESS_ID", None, 0)
     hostname = env.get("HOSTNAME", "").strip() or socket.gethostname()
 
-    addresses: List[str] = []
+    addresses: list[str] = []
     if explicit:
         addresses = [a.strip() for a in explicit.split(";") if a.strip()]
         for address in addresses:
-            host, sep, port = address.rpartition(":")
-            if not sep or not host or not port.isdigit():
+            host, sep, port_text = address.rpartition(":")
+            if not sep or not host or not port_text.isdigit():
                 raise LaunchError(f"BYTEWAX_ADDRESSES: {address!r} is not host:port")
         if replicas is not None and replicas != len(addresses):
             raise LaunchError(
@@ -231,11 +239,11 @@ def _cluster(env: Mapping[str, str]):
     return process_id, addresses
 
 
-def plan_from_env(env: Mapping[str, str], argv: Sequence[str], jobs: Optional[Sequence[str]] = None) -> Plan:
+def plan_from_env(env: Mapping[str, str], argv: Sequence[str], jobs: Sequence[str] | None = None) -> Plan:
     """Build the plan from the environment and the arguments; raise LaunchError."""
     job, extra_args = _job_and_extra_args(env, argv, jobs)
     process_id, addresses = _cluster(env)
-    warnings: List[str] = []
+    warnings: list[str] = []
     recovery = env.get("RECOVERY_DIR", "").strip()
     return Plan(
         job=job,

@@ -19,16 +19,24 @@ import os
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple, Union
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import orjson
 
-from connectors.kafka_io import NO_TIMESTAMP, ReadTimeout, TopicNotFound, read_to_end, reader_config, require_topics
+from connectors.kafka_io import (
+    NO_TIMESTAMP,
+    ReadTimeout,
+    TopicNotFound,
+    read_to_end,
+    reader_config,
+    require_topics,
+)
 
-__all__ = ["Record", "ReadTimeout", "TopicNotFound", "iter_records", "read_all", "main"]
+__all__ = ["ReadTimeout", "Record", "TopicNotFound", "iter_records", "main", "read_all"]
 
-Headers = List[Tuple[str, bytes]]
+Headers = list[tuple[str, bytes]]
 
 
 class Record(NamedTuple):
@@ -37,19 +45,19 @@ class Record(NamedTuple):
     topic: str
     partition: int
     offset: int
-    key: Optional[bytes]
-    value: Optional[bytes]
-    headers: Optional[Headers]
+    key: bytes | None
+    value: bytes | None
+    headers: Headers | None
     #: Message timestamp in epoch ms, or None when there is none.
-    timestamp_ms: Optional[int]
+    timestamp_ms: int | None
 
 
 def iter_records(
-    bootstrap_servers_or_config: Union[str, Mapping[str, Any]],
+    bootstrap_servers_or_config: str | Mapping[str, Any],
     topic: str,
     timeout_s: float = 30.0,
     batch_size: int = 1000,
-    on_partitions: Optional[Callable[[List[int]], None]] = None,
+    on_partitions: Callable[[list[int]], None] | None = None,
 ) -> Iterator[Record]:
     """Yield every record of ``topic`` in consumption order until all partitions'
     end is confirmed (:func:`connectors.kafka_io.read_to_end`).
@@ -62,30 +70,41 @@ def iter_records(
     from confluent_kafka import Consumer
 
     deadline = time.monotonic() + timeout_s
-    count = require_topics(bootstrap_servers_or_config, [topic],
-                           timeout_s=max(0.1, min(timeout_s, 10.0)))[topic]
+    count = require_topics(bootstrap_servers_or_config, [topic], timeout_s=max(0.1, min(timeout_s, 10.0)))[
+        topic
+    ]
     partitions = list(range(count))
     if on_partitions is not None:
         on_partitions(partitions)
     consumer = Consumer(reader_config(bootstrap_servers_or_config))
     try:
-        for batch in read_to_end(consumer, topic, partitions, batch_size=batch_size,
-                                 timeout_s=max(0.0, deadline - time.monotonic())):
+        for batch in read_to_end(
+            consumer,
+            topic,
+            partitions,
+            batch_size=batch_size,
+            timeout_s=max(0.0, deadline - time.monotonic()),
+        ):
             for msg in batch:
                 ts_type, ts = msg.timestamp()
                 yield Record(
-                    topic, msg.partition(), msg.offset(), msg.key(), msg.value(),
-                    msg.headers(), ts if ts_type != NO_TIMESTAMP else None,
+                    topic,
+                    msg.partition(),
+                    msg.offset(),
+                    msg.key(),
+                    msg.value(),
+                    msg.headers(),
+                    ts if ts_type != NO_TIMESTAMP else None,
                 )
     finally:
         consumer.close()
 
 
 def read_all(
-    bootstrap_servers_or_config: Union[str, Mapping[str, Any]],
+    bootstrap_servers_or_config: str | Mapping[str, Any],
     topic: str,
     timeout_s: float = 30.0,
-) -> List[Record]:
+) -> list[Record]:
     """Every record of ``topic`` from the beginning to the end, sorted by (partition, offset).
 
     ``bootstrap_servers_or_config``: ``"host:port"`` or a librdkafka config dict
@@ -96,7 +115,7 @@ def read_all(
     return records
 
 
-def _bytes_field(name: str, data: Optional[bytes]) -> Dict[str, Any]:
+def _bytes_field(name: str, data: bytes | None) -> dict[str, Any]:
     """``{name: text}`` if UTF-8, ``{name + "_b64": base64}`` otherwise, None as null."""
     if data is None:
         return {name: None}
@@ -108,7 +127,7 @@ def _bytes_field(name: str, data: Optional[bytes]) -> Dict[str, Any]:
 
 def record_to_json(record: Record) -> bytes:
     """One JSON line: partition, offset, key, value, headers, timestamp."""
-    data: Dict[str, Any] = {"partition": record.partition, "offset": record.offset}
+    data: dict[str, Any] = {"partition": record.partition, "offset": record.offset}
     data.update(_bytes_field("key", record.key))
     data.update(_bytes_field("value", record.value))
     data["headers"] = [
@@ -118,7 +137,7 @@ def record_to_json(record: Record) -> bytes:
     return orjson.dumps(data)
 
 
-def _show(data: Optional[bytes]) -> str:
+def _show(data: bytes | None) -> str:
     if data is None:
         return "null"
     try:
@@ -132,8 +151,11 @@ def format_record(record: Record) -> str:
     if record.timestamp_ms is None:
         when = "-"
     else:
-        when = datetime.fromtimestamp(record.timestamp_ms / 1000, tz=timezone.utc).isoformat(
-            timespec="milliseconds").replace("+00:00", "Z")
+        when = (
+            datetime.fromtimestamp(record.timestamp_ms / 1000, tz=UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z")
+        )
     line = f"p{record.partition}@{record.offset} {when} key={_show(record.key)} {_show(record.value)}"
     if record.headers:
         line += " headers=" + ",".join(f"{k}={_show(v)}" for k, v in record.headers)
@@ -146,23 +168,35 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read a topic from the beginning to the end of every partition.",
     )
     p.add_argument("topic")
-    p.add_argument("--bootstrap-servers", default=None,
-                   help="default: KAFKA_BOOTSTRAP_SERVERS (other KAFKA_* librdkafka "
-                   "properties, e.g. SASL, are always read from the environment)")
+    p.add_argument(
+        "--bootstrap-servers",
+        default=None,
+        help="default: KAFKA_BOOTSTRAP_SERVERS (other KAFKA_* librdkafka "
+        "properties, e.g. SASL, are always read from the environment)",
+    )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--count", action="store_true",
-                      help="only print the record count per partition and the total")
-    mode.add_argument("--json", action="store_true",
-                      help="one JSON object per record (bytes as UTF-8 text, else base64 "
-                      "under key_b64 / value_b64)")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="print only the first N records (in consumption order)")
-    p.add_argument("--timeout", type=float, default=30.0,
-                   help="seconds allowed to reach the end (default 30)")
+    mode.add_argument(
+        "--count", action="store_true", help="only print the record count per partition and the total"
+    )
+    mode.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per record (bytes as UTF-8 text, else base64 under key_b64 / value_b64)",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="print only the first N records (in consumption order)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds allowed to reach the end (default 30)"
+    )
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """CLI entry point: 0 ok, 1 timeout or Kafka error, 2 missing topic / bad usage."""
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -181,19 +215,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.count:
             # Start every partition at 0 so empty ones are listed too.
-            def zero(partitions: List[int]) -> None:
+            def zero(partitions: list[int]) -> None:
                 per_partition.update({p: 0 for p in partitions})
 
             for record in iter_records(config, args.topic, args.timeout, on_partitions=zero):
                 per_partition[record.partition] += 1
         else:
-            shown = 0
             if args.limit == 0:
                 return 0
-            for record in iter_records(config, args.topic, args.timeout):
-                out.write((record_to_json(record).decode() if args.json
-                           else format_record(record)) + "\n")
-                shown += 1
+            for shown, record in enumerate(iter_records(config, args.topic, args.timeout), 1):
+                out.write((record_to_json(record).decode() if args.json else format_record(record)) + "\n")
                 if args.limit is not None and shown >= args.limit:
                     break
             out.flush()

@@ -25,10 +25,10 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 #: Bytewax's epoch numbering starts at 1 (epoch 0 carries routing messages).
 FIRST_EPOCH = 1
@@ -43,7 +43,7 @@ class StoreSummary:
     """What a recovery store holds, as Bytewax would resume it."""
 
     partitions: int
-    executions: List[Tuple[int, int, int]]  # (execution, worker count, resume epoch)
+    executions: list[tuple[int, int, int]]  # (execution, worker count, resume epoch)
     resume_epoch: int
     snapshots: int
     uncommitted: int  # snapshots of epochs >= resume_epoch
@@ -61,9 +61,9 @@ def _connect(path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def partition_files(directory: Path) -> Dict[int, Path]:
+def partition_files(directory: Path) -> dict[int, Path]:
     """The store's partition files by partition index; checks that none is missing."""
-    files: Dict[int, Path] = {}
+    files: dict[int, Path] = {}
     counts = set()
     for path in sorted(Path(directory).glob("*.sqlite3")):
         with _connect(path) as conn:
@@ -84,15 +84,15 @@ def partition_files(directory: Path) -> Dict[int, Path]:
     return files
 
 
-def resume_epoch(files: Dict[int, Path]) -> Tuple[int, List[Tuple[int, int, int]]]:
+def resume_epoch(files: dict[int, Path]) -> tuple[int, list[tuple[int, int, int]]]:
     """The epoch Bytewax will resume from, and the executions on record.
 
     Same rule as Bytewax: take the last execution; each of its workers is at
     the highest frontier it wrote, or at the execution's resume epoch if it
     wrote none; the resume epoch is the lowest of those.
     """
-    executions: List[Tuple[int, int, int]] = []
-    fronts: Dict[Tuple[int, int], int] = {}
+    executions: list[tuple[int, int, int]] = []
+    fronts: dict[tuple[int, int], int] = {}
     for path in set(files.values()):
         with _connect(path) as conn:
             executions += conn.execute("SELECT ex_num, worker_count, resume_epoch FROM exs").fetchall()
@@ -120,7 +120,7 @@ def summarise(directory: Path) -> StoreSummary:
     return StoreSummary(len(files), executions, epoch, total, uncommitted)
 
 
-def prune_uncommitted_snapshots(directory: Path) -> Tuple[int, int]:
+def prune_uncommitted_snapshots(directory: Path) -> tuple[int, int]:
     """Delete the snapshots of epochs the next execution will run again.
 
     Returns ``(resume_epoch, rows deleted)``. Call it only while no execution
@@ -135,7 +135,7 @@ def prune_uncommitted_snapshots(directory: Path) -> Tuple[int, int]:
     return epoch, deleted
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m clickstream.recovery_store", description=__doc__.split("\n")[0]
     )

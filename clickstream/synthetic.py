@@ -30,7 +30,8 @@ import heapq
 import itertools
 import random
 import time
-from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -38,15 +39,22 @@ from clickstream.generate_options import DEFAULT_START, GenerateOptions, parse_s
 from operators.event_parsing import format_event_time
 
 __all__ = [
-    "BAD_KINDS", "CLICKS", "DEFAULT_START", "PROFILES", "GenerateOptions", "GeneratedRecord",
-    "generate_records", "parse_start_ms", "split_by_topic",
+    "BAD_KINDS",
+    "CLICKS",
+    "DEFAULT_START",
+    "PROFILES",
+    "GenerateOptions",
+    "GeneratedRecord",
+    "generate_records",
+    "parse_start_ms",
+    "split_by_topic",
 ]
 
 PROFILES = "profiles"
 CLICKS = "clicks"
 
 #: Every kind of bad record, mixed round-robin into both topics.
-BAD_KINDS: Tuple[str, ...] = (
+BAD_KINDS: tuple[str, ...] = (
     "bad:invalid_json",
     "bad:non_utf8",
     "bad:not_object_list",
@@ -66,10 +74,39 @@ BAD_KINDS: Tuple[str, ...] = (
 TIERS = ("free", "pro", "enterprise")
 TIER_WEIGHTS = (70, 25, 5)
 COUNTRIES = ("US", "GB", "DE", "FR", "IN", "BR", "JP", "CA", "AU", "NL", "ES", "SE")
-FIRST_NAMES = ("Ada", "Alan", "Grace", "Linus", "Margaret", "Ken", "Barbara", "Dennis",
-               "Frances", "Edsger", "Radia", "Donald", "Sophie", "Tim", "Hedy", "Guido")
-LAST_NAMES = ("Lovelace", "Turing", "Hopper", "Torvalds", "Hamilton", "Thompson",
-              "Liskov", "Ritchie", "Allen", "Dijkstra", "Perlman", "Knuth", "Wilson")
+FIRST_NAMES = (
+    "Ada",
+    "Alan",
+    "Grace",
+    "Linus",
+    "Margaret",
+    "Ken",
+    "Barbara",
+    "Dennis",
+    "Frances",
+    "Edsger",
+    "Radia",
+    "Donald",
+    "Sophie",
+    "Tim",
+    "Hedy",
+    "Guido",
+)
+LAST_NAMES = (
+    "Lovelace",
+    "Turing",
+    "Hopper",
+    "Torvalds",
+    "Hamilton",
+    "Thompson",
+    "Liskov",
+    "Ritchie",
+    "Allen",
+    "Dijkstra",
+    "Perlman",
+    "Knuth",
+    "Wilson",
+)
 ACTIONS = ("view", "click", "add_to_cart")
 ACTION_WEIGHTS = (60, 30, 10)
 PAGES = ("/", "/cart", "/checkout", "/search", "/account")
@@ -80,10 +117,10 @@ class GeneratedRecord(NamedTuple):
 
     #: ``"profiles"`` or ``"clicks"``: which topic it goes to.
     topic_role: str
-    key: Optional[bytes]
-    value: Optional[bytes]
+    key: bytes | None
+    value: bytes | None
     #: Explicit Kafka message timestamp (epoch ms), or None for producer time.
-    timestamp_ms: Optional[int]
+    timestamp_ms: int | None
     #: ``"profile"``, ``"click"``, ``"unknown_click"`` or ``"bad:<reason>"``.
     kind: str
 
@@ -98,13 +135,13 @@ def _click_id(n: int, options: GenerateOptions, width: int):
 
 def _bad_record(
     kind: str, rng: random.Random, role: str, user: str, unknown_user: str, event_ms: int
-) -> Tuple[Optional[bytes], Optional[bytes]]:
+) -> tuple[bytes | None, bytes | None]:
     """(key, value) of one bad record of ``kind`` for the topic ``role``."""
     time_field = "updated_at" if role == PROFILES else "ts"
     key = user.encode()
 
-    def good_body(**changes: Any) -> Dict[str, Any]:
-        body: Dict[str, Any] = {"user_id": user, time_field: event_ms}
+    def good_body(**changes: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"user_id": user, time_field: event_ms}
         if role == PROFILES:
             body.update(name="Bad Record", tier="free", country="US", version=1)
         else:
@@ -167,7 +204,7 @@ class _Plan:
 def _profile_stream(options: GenerateOptions, start_ms: int, span_ms: int, width: int):
     """(sort_ms, record) for every profile and bad profile, in production order."""
     rng = random.Random(f"{options.seed}:profiles")
-    entries: List[Tuple[int, int, GeneratedRecord]] = []
+    entries: list[tuple[int, int, GeneratedRecord]] = []
     versions = options.versions_per_user
     for n in range(1, options.users + 1):
         user = _profile_id(n, options, width)
@@ -183,10 +220,16 @@ def _profile_stream(options: GenerateOptions, start_ms: int, span_ms: int, width
             if version > 1 and rng.random() < 0.2:
                 country = rng.choice(COUNTRIES)
             updated_at: Any = ms if rng.random() < 0.5 else format_event_time(ms)
-            value = orjson.dumps({
-                "user_id": user, "updated_at": updated_at, "name": name,
-                "tier": tier, "country": country, "version": version,
-            })
+            value = orjson.dumps(
+                {
+                    "user_id": user,
+                    "updated_at": updated_at,
+                    "name": name,
+                    "tier": tier,
+                    "country": country,
+                    "version": version,
+                }
+            )
             record = GeneratedRecord(PROFILES, user.encode(), value, None, "profile")
             entries.append((ms, n, record))
     entries.sort(key=lambda e: (e[0], e[1]))  # stable per user: versions in order
@@ -201,8 +244,8 @@ def _profile_stream(options: GenerateOptions, start_ms: int, span_ms: int, width
             bad_index += 1
             user = _profile_id(rng.randrange(1, options.users + 1), options, width)
             unknown = _profile_id(options.users + 1 + rng.randrange(options.users), options, width)
-            key, value = _bad_record(kind, rng, PROFILES, user, unknown, last_ms)
-            yield last_ms, GeneratedRecord(PROFILES, key, value, None, kind)
+            bad_key, bad_value = _bad_record(kind, rng, PROFILES, user, unknown, last_ms)
+            yield last_ms, GeneratedRecord(PROFILES, bad_key, bad_value, None, kind)
         else:
             last_ms, _, record = next(good)
             yield last_ms, record
@@ -235,9 +278,8 @@ def _click_stream(options: GenerateOptions, start_ms: int, span_ms: int, width: 
         event_ms = base_ms
         if jitter:
             event_ms = max(start_ms, base_ms - rng.randint(0, jitter))
-        page = (f"/products/{rng.randint(1, 500)}" if rng.random() < 0.75
-                else rng.choice(PAGES))
-        body: Dict[str, Any] = {"user_id": user_id}
+        page = f"/products/{rng.randint(1, 500)}" if rng.random() < 0.75 else rng.choice(PAGES)
+        body: dict[str, Any] = {"user_id": user_id}
         timestamp_ms = None
         fmt = rng.random()
         if fmt < 0.7:
@@ -250,15 +292,16 @@ def _click_stream(options: GenerateOptions, start_ms: int, span_ms: int, width: 
         body["action"] = rng.choices(ACTIONS, ACTION_WEIGHTS)[0]
         body["session_hint"] = f"s{rng.getrandbits(32):08x}"
         record = GeneratedRecord(
-            CLICKS, str(user_id).encode(), orjson.dumps(body), timestamp_ms,
+            CLICKS,
+            str(user_id).encode(),
+            orjson.dumps(body),
+            timestamp_ms,
             "unknown_click" if is_unknown else "click",
         )
         yield base_ms, record
 
 
-def generate_records(
-    options: GenerateOptions, *, now_ms: Optional[int] = None
-) -> Iterator[GeneratedRecord]:
+def generate_records(options: GenerateOptions, *, now_ms: int | None = None) -> Iterator[GeneratedRecord]:
     """Every record to produce, in production order, lazily.
 
     Pure unless ``options.rate > 0``: then event times start at the wall clock
@@ -275,13 +318,14 @@ def generate_records(
     profiles = _profile_stream(options, start_ms, span_ms, width)
     clicks = _click_stream(options, start_ms, span_ms, width)
     if options.profiles_first:
-        ordered: Iterable[Tuple[int, int, GeneratedRecord]] = (
+        ordered: Iterable[tuple[int, int, GeneratedRecord]] = (
             (ms, 0, r) for ms, r in itertools.chain(profiles, clicks)
         )
     else:
         # Merge by event time; profiles before clicks at equal times.
         ordered = heapq.merge(
-            ((ms, 0, r) for ms, r in profiles), ((ms, 1, r) for ms, r in clicks),
+            ((ms, 0, r) for ms, r in profiles),
+            ((ms, 1, r) for ms, r in clicks),
             key=lambda e: (e[0], e[1]),
         )
 
@@ -298,15 +342,12 @@ def generate_records(
         yield record
 
 
-
 def split_by_topic(
     records: Iterable[GeneratedRecord],
-) -> Tuple[List[GeneratedRecord], List[GeneratedRecord]]:
+) -> tuple[list[GeneratedRecord], list[GeneratedRecord]]:
     """(profiles, clicks): the records of each topic, in production order."""
-    profiles: List[GeneratedRecord] = []
-    clicks: List[GeneratedRecord] = []
+    profiles: list[GeneratedRecord] = []
+    clicks: list[GeneratedRecord] = []
     for record in records:
         (profiles if record.topic_role == PROFILES else clicks).append(record)
     return profiles, clicks
-
-

@@ -4,14 +4,15 @@ printer, and one way to show untrusted bytes on a terminal."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 
 class UsageError(ValueError):
     """The command cannot run as asked (exit status 2, nothing produced)."""
 
 
-def kafka_config(bootstrap_servers: Optional[str], environ: Mapping[str, str]) -> Dict[str, str]:
+def kafka_config(bootstrap_servers: str | None, environ: Mapping[str, str]) -> dict[str, str]:
     """The librdkafka config from ``KAFKA_*`` variables (SASL included).
 
     Raises :class:`UsageError` without echoing any value.
@@ -35,12 +36,12 @@ def kafka_config(bootstrap_servers: Optional[str], environ: Mapping[str, str]) -
 
 
 def table(
-    rows: Sequence[Sequence[Any]],
-    headers: Optional[Sequence[str]] = None,
+    rows: Iterable[Sequence[Any]],
+    headers: Sequence[str] | None = None,
     align: str = "",
     indent: str = "",
     gap: str = "  ",
-) -> List[str]:
+) -> list[str]:
     """The lines of a plain-text table: every cell as ``str``, each column as
     wide as its widest cell, ``align`` one letter per column (``l`` or ``r``;
     missing letters: ``l``). ``headers`` are followed by a line of dashes.
@@ -55,7 +56,7 @@ def table(
     align = align.ljust(columns, "l")
 
     def line(row: Sequence[str]) -> str:
-        parts = [c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(row, widths, align)]
+        parts = [c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(row, widths, align, strict=False)]
         return (indent + gap.join(parts)).rstrip()
 
     lines = [line(row) for row in cells]
@@ -64,7 +65,7 @@ def table(
     return lines
 
 
-def preview(data: Optional[bytes], width: int = 60) -> str:
+def preview(data: bytes | None, width: int = 60) -> str:
     """Bytes shown safely on a terminal: UTF-8 text with every non-printable
     character, invalid byte and backslash escaped, cut at ``width`` bytes."""
     if data is None:

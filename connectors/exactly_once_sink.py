@@ -39,14 +39,20 @@ import logging
 import threading
 import time
 import zlib
-from typing import Dict, List, Optional, Tuple
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
-from connectors.kafka_io import KafkaIOError, ReadTimeout, produce_with_backpressure, read_to_end, reader_config
+from connectors.kafka_io import (
+    KafkaIOError,
+    ReadTimeout,
+    produce_with_backpressure,
+    read_to_end,
+    reader_config,
+)
 from connectors.kafka_source import list_topic_partitions
 from operators.records import OutMessage
 
@@ -68,13 +74,13 @@ class OutputLayout:
     ``part_fn`` turns back into ``i``. Partition counts are read once, lazily.
     """
 
-    def __init__(self, config: Dict[str, str], topics: List[str]):
+    def __init__(self, config: dict[str, str], topics: list[str]):
         self._config = dict(config)
         self.topics = list(dict.fromkeys(topics))
-        self._counts: Optional[Dict[str, int]] = None
-        self._base: Dict[str, int] = {}
+        self._counts: dict[str, int] | None = None
+        self._base: dict[str, int] = {}
 
-    def counts(self) -> Dict[str, int]:
+    def counts(self) -> dict[str, int]:
         if self._counts is None:
             counts = {t: list_topic_partitions(self._config, t) for t in self.topics}
             base, total = {}, 0
@@ -85,16 +91,16 @@ class OutputLayout:
             self._counts = counts
         return self._counts
 
-    def slots(self) -> List[Tuple[str, int]]:
+    def slots(self) -> list[tuple[str, int]]:
         counts = self.counts()
         return [(t, p) for t in self.topics for p in range(counts[t])]
 
-    def route(self, messages: List[OutMessage]) -> List[Tuple[str, List[OutMessage]]]:
+    def route(self, messages: list[OutMessage]) -> list[tuple[str, list[OutMessage]]]:
         """Group messages by destination slot; the key is the slot index as a
         decimal string (``"7"``, not zero-padded)."""
         counts = self.counts()
         base = self._base
-        groups: Dict[int, List[OutMessage]] = {}
+        groups: dict[int, list[OutMessage]] = {}
         for msg in messages:
             n = counts.get(msg.topic)
             if n is None:
@@ -110,14 +116,14 @@ class OutputLayout:
 
 
 def read_lineage_tail(
-    config: Dict[str, str], topic: str, partition: int, start: int, timeout_s: float = 120.0
-) -> Tuple[Dict[bytes, int], Optional[int]]:
+    config: dict[str, str], topic: str, partition: int, start: int, timeout_s: float = 120.0
+) -> tuple[dict[bytes, int], int | None]:
     """The lineage ids of the records of one partition from ``start`` to its
     confirmed end, each with the offset of its first record, and the highest
     offset seen (None if the tail is empty)."""
     consumer = Consumer(reader_config(config, **{"group.id": "clickstream-exactly-once-tail"}))
-    seen: Dict[bytes, int] = {}
-    last: Optional[int] = None
+    seen: dict[bytes, int] = {}
+    last: int | None = None
     try:
         for batch in read_to_end(consumer, topic, [partition], start=start, timeout_s=timeout_s):
             for msg in batch:
@@ -137,23 +143,23 @@ def read_lineage_tail(
     return seen, last
 
 
-class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int]]):
+class _ExactlyOncePartition(StatefulSinkPartition[list[OutMessage], int | None]):
     #: How long (processing time after a resume) the snapshot stays pinned
     #: before records written before the restart that the replay has not
     #: produced again (e.g. a click now resolved to another topic). Longer
     #: than any delay of the jobs' operators (profile wait, lateness).
     pin_horizon_s: float = 3600.0
 
-    def __init__(self, config: Dict[str, str], topic: str, partition: int, resume: Optional[int]):
+    def __init__(self, config: dict[str, str], topic: str, partition: int, resume: int | None):
         self.topic = topic
         self.partition = partition
         self.last_offset = resume
         # Lineage ids already in Kafka after the resume point -> their offset;
         # an entry leaves when the replay produces it (and it is skipped).
-        self.skip: Dict[bytes, int] = {}
+        self.skip: dict[bytes, int] = {}
         # (offset, lineage) of `skip`, oldest first; entries already skipped
         # are dropped lazily at snapshot time.
-        self._pending: List[Tuple[int, bytes]] = []
+        self._pending: list[tuple[int, bytes]] = []
         self._resumed_at = time.monotonic()
         # Read the tail back in the background. Until it is done, writes are
         # buffered and the thread writes them when it finishes: Bytewax builds
@@ -161,15 +167,17 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
         # first write would serialise every partition's read-back.
         self._lock = threading.Lock()
         self._ready = False
-        self._buffer: List[List[List[OutMessage]]] = []
-        self._tail_error: Optional[BaseException] = None
+        self._buffer: list[list[list[OutMessage]]] = []
+        self._tail_error: BaseException | None = None
         self._failed = False  # an error was raised: close() must not raise again
-        self._tail = threading.Thread(
-            target=self._read_tail, args=(config, 0 if resume is None else resume + 1),
-            name=f"tail-{topic}-{partition}", daemon=True,
+        self._tail: threading.Thread | None = threading.Thread(
+            target=self._read_tail,
+            args=(config, 0 if resume is None else resume + 1),
+            name=f"tail-{topic}-{partition}",
+            daemon=True,
         )
         self._tail.start()
-        producer_config = {
+        producer_config: dict[str, Any] = {
             "linger.ms": "5",
             "batch.num.messages": "10000",
             "enable.idempotence": "true",
@@ -180,14 +188,14 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
         # frame per message): reports[None] is the latest successful delivery
         # (reports of one partition come in offset order), any other key an
         # error. Read by `_collect_reports` after every poll and flush.
-        self._reports: Dict[object, object] = {}
+        self._reports: dict[KafkaError | None, Message] = {}
         producer_config["on_delivery"] = self._reports.__setitem__
         self._producer = Producer(producer_config)
-        self._failures: List[str] = []
+        self._failures: list[str] = []
         self.written = 0
         self.skipped = 0
 
-    def _read_tail(self, config: Dict[str, str], start: int) -> None:
+    def _read_tail(self, config: dict[str, str], start: int) -> None:
         try:
             skip, tail_last = read_lineage_tail(config, self.topic, self.partition, start)
         except BaseException as exc:  # re-raised by the next write, snapshot or close
@@ -197,7 +205,11 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
             log.info(
                 "%s[%d]: %d record(s) written after the last snapshot (offsets %d..%d) "
                 "will not be written again",
-                self.topic, self.partition, len(skip), start, tail_last,
+                self.topic,
+                self.partition,
+                len(skip),
+                start,
+                tail_last,
             )
         with self._lock:
             self.skip = skip
@@ -241,13 +253,14 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
         delivered = reports.pop(None, None)
         if delivered is not None:
             offset = delivered.offset()
-            if self.last_offset is None or offset > self.last_offset:
+            # A successful delivery always has an offset (the stubs allow None).
+            if self.last_offset is None or offset > self.last_offset:  # type: ignore[operator]
                 self.last_offset = offset
-        for err, msg in reports.items():
-            self._failures.append(f"{msg.topic()}[{msg.partition()}] key={msg.key()!r}: {err.str()}")
+        for err, msg in reports.items():  # the None key (successes) was popped: errors only
+            self._failures.append(f"{msg.topic()}[{msg.partition()}] key={msg.key()!r}: {err.str()}")  # type: ignore[union-attr]
         reports.clear()
 
-    def write_batch(self, items: List[List[OutMessage]]) -> None:
+    def write_batch(self, items: list[list[OutMessage]]) -> None:
         if not self._ready:
             with self._lock:
                 self._raise_tail_error()
@@ -256,7 +269,7 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
                     return
         self._write(items)
 
-    def _write(self, items: List[List[OutMessage]]) -> None:
+    def _write(self, items: list[list[OutMessage]]) -> None:
         produce = self._producer.produce
         topic, partition, skip = self.topic, self.partition, self.skip
         for messages in items:
@@ -268,7 +281,7 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
                     continue
                 original = msg.headers
                 if original:
-                    headers = [*original, (LINEAGE_HEADER, lineage)]
+                    headers: list[tuple[str, str | bytes | None]] = [*original, (LINEAGE_HEADER, lineage)]
                 else:
                     headers = [(LINEAGE_HEADER, lineage)]
                 try:
@@ -276,8 +289,14 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
                         produce(topic, msg.value, msg.key, partition=partition, headers=headers)
                     except BufferError:
                         produce_with_backpressure(
-                            self._producer, topic, msg.value, msg.key, partition=partition,
-                            headers=headers, poll_s=0.1, on_wait=self._collect_reports,
+                            self._producer,
+                            topic,
+                            msg.value,
+                            msg.key,
+                            partition=partition,
+                            headers=headers,
+                            poll_s=0.1,
+                            on_wait=self._collect_reports,
                         )
                 except KafkaException as exc:
                     self._failed = True
@@ -305,11 +324,10 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
             failures, self._failures = self._failures, []
             self._failed = True
             raise DeliveryError(
-                f"message(s) rejected by the broker ({len(failures)} kind(s) of error); "
-                f"first: {failures[0]}"
+                f"message(s) rejected by the broker ({len(failures)} kind(s) of error); first: {failures[0]}"
             )
 
-    def resume_point(self) -> Optional[int]:
+    def resume_point(self) -> int | None:
         """Where the next resume must read back from (exclusive): before the
         oldest record the replay has not produced again, else the last
         delivered offset."""
@@ -320,14 +338,17 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
             log.warning(
                 "%s[%d]: %d record(s) written before the last restart were not produced "
                 "again within %.0f s; the read-back of a later resume no longer covers them",
-                self.topic, self.partition, len(skip), self.pin_horizon_s,
+                self.topic,
+                self.partition,
+                len(skip),
+                self.pin_horizon_s,
             )
             pending.clear()
         if pending:
             return pending[0][0] - 1
         return self.last_offset
 
-    def snapshot(self) -> Optional[int]:
+    def snapshot(self) -> int | None:
         # Everything written in this epoch is delivered before the snapshot
         # that covers it is taken: that is what makes the skip-on-resume exact.
         self._wait_for_tail()
@@ -343,31 +364,36 @@ class _ExactlyOncePartition(StatefulSinkPartition[List[OutMessage], Optional[int
         self._wait_for_tail()
         self._flush()
         if self.written or self.skipped:
-            log.info("%s[%d]: wrote %d, skipped %d already written",
-                     self.topic, self.partition, self.written, self.skipped)
+            log.info(
+                "%s[%d]: wrote %d, skipped %d already written",
+                self.topic,
+                self.partition,
+                self.written,
+                self.skipped,
+            )
 
 
-class ExactlyOnceKafkaSink(FixedPartitionedSink[List[OutMessage], Optional[int]]):
+class ExactlyOnceKafkaSink(FixedPartitionedSink[list[OutMessage], int | None]):
     """One sink partition per output Kafka partition; see the module docstring."""
 
-    def __init__(self, config: Dict[str, str], layout: OutputLayout):
+    def __init__(self, config: dict[str, str], layout: OutputLayout):
         self._config = dict(config)
         self._layout = layout
 
-    def list_parts(self) -> List[str]:
+    def list_parts(self) -> list[str]:
         return [f"{i:06d}" for i in range(len(self._layout.slots()))]
 
     def part_fn(self, item_key: str) -> int:
         return int(item_key)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]):
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None):
         topic, partition = self._layout.slots()[int(for_part)]
         return _ExactlyOncePartition(self._config, topic, partition, resume_state)
 
 
 @operator
 def kafka_output(
-    step_id: str, up: Stream[List[OutMessage]], config: Dict[str, str], topics: List[str]
+    step_id: str, up: Stream[list[OutMessage]], config: dict[str, str], topics: list[str]
 ) -> None:
     """Write lists of messages (each naming its topic, one of ``topics``) exactly once."""
     layout = OutputLayout(config, topics)

@@ -9,7 +9,8 @@ turns such a dict back.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -47,9 +48,9 @@ class KafkaConnection(BaseModel):
 
     bootstrap_servers: str = "localhost:9092"
     #: Other librdkafka properties, by their librdkafka name.
-    properties: Dict[str, str] = Field(default_factory=dict)
+    properties: dict[str, str] = Field(default_factory=dict)
     #: Secret librdkafka properties (passwords, keys), by their librdkafka name.
-    secrets: Dict[str, SecretStr] = Field(default_factory=dict)
+    secrets: dict[str, SecretStr] = Field(default_factory=dict)
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -64,9 +65,9 @@ class KafkaConnection(BaseModel):
         return ",".join(servers)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> "KafkaConnection":
+    def from_env(cls, environ: Mapping[str, str]) -> KafkaConnection:
         """Collect ``KAFKA_*`` variables (except our own ``KAFKA_TAIL``)."""
-        props: Dict[str, str] = {}
+        props: dict[str, str] = {}
         for name, value in environ.items():
             if not name.startswith("KAFKA_") or name in NON_LIBRDKAFKA_KAFKA_VARS:
                 continue
@@ -76,7 +77,7 @@ class KafkaConnection(BaseModel):
         return cls.from_librdkafka(props)
 
     @classmethod
-    def from_librdkafka(cls, config: Mapping[str, Any]) -> "KafkaConnection":
+    def from_librdkafka(cls, config: Mapping[str, Any]) -> KafkaConnection:
         """Build from a librdkafka config dict (the inverse of :meth:`to_librdkafka`)."""
         props = {k: str(v) for k, v in config.items()}
         servers = props.pop("bootstrap.servers", "localhost:9092")
@@ -84,14 +85,14 @@ class KafkaConnection(BaseModel):
         plain = {k: v for k, v in props.items() if k not in secrets}
         return cls(bootstrap_servers=servers, properties=plain, secrets=secrets)
 
-    def to_librdkafka(self) -> Dict[str, str]:
+    def to_librdkafka(self) -> dict[str, str]:
         """The plain librdkafka config dict, secrets included: hand it to clients only."""
         config = {"bootstrap.servers": self.bootstrap_servers}
         config.update(self.properties)
         config.update({k: v.get_secret_value() for k, v in self.secrets.items()})
         return config
 
-    def redacted(self) -> Dict[str, str]:
+    def redacted(self) -> dict[str, str]:
         """The config dict with secret values replaced, safe to log."""
         config = {"bootstrap.servers": self.bootstrap_servers}
         config.update(self.properties)

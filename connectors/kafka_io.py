@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
@@ -39,7 +40,7 @@ NO_TIMESTAMP = 0
 
 #: Producer defaults of the tools (generator, DLQ replay); the caller's config
 #: (``KAFKA_*`` properties) overrides them.
-PRODUCER_DEFAULTS: Dict[str, str] = {
+PRODUCER_DEFAULTS: dict[str, str] = {
     # Keeps each partition's order through retries (profiles must stay in order).
     "enable.idempotence": "true",
     "linger.ms": "20",
@@ -49,7 +50,7 @@ PRODUCER_DEFAULTS: Dict[str, str] = {
 
 #: Defaults of a reader (manual ``assign``, no group joined, no commits); the
 #: caller's config overrides them.
-READER_DEFAULTS: Dict[str, str] = {
+READER_DEFAULTS: dict[str, str] = {
     "enable.auto.commit": "false",
     "enable.auto.offset.store": "false",
     "auto.offset.reset": "earliest",
@@ -58,7 +59,7 @@ READER_DEFAULTS: Dict[str, str] = {
     "fetch.wait.max.ms": "10",
 }
 
-Config = Union[str, Mapping[str, Any]]
+Config = str | Mapping[str, Any]
 
 
 class TopicNotFound(LookupError):
@@ -81,18 +82,18 @@ class DeliveryFailed(RuntimeError):
     """Messages were not delivered (rejected by the broker, or not within the flush timeout)."""
 
 
-def _as_config(config: Config) -> Dict[str, Any]:
+def _as_config(config: Config) -> dict[str, Any]:
     if isinstance(config, str):
         return {"bootstrap.servers": config}
     return dict(config)
 
 
-def reader_config(config: Config, **overrides: Any) -> Dict[str, Any]:
+def reader_config(config: Config, **overrides: Any) -> dict[str, Any]:
     """A consumer config for :func:`read_to_end` from ``"host:port"`` or a
     librdkafka config dict: :data:`READER_DEFAULTS`, then ``config``, then
     ``overrides`` (as ``**{"fetch.wait.max.ms": "50"}``). ``enable.partition.eof``
     is on unless ``overrides`` turn it off (a tailing consumer)."""
-    merged: Dict[str, Any] = {**READER_DEFAULTS, **_as_config(config)}
+    merged: dict[str, Any] = {**READER_DEFAULTS, **_as_config(config)}
     # librdkafka's Python client insists on a group id even for assign();
     # it is never joined because nothing subscribes.
     merged.setdefault("group.id", f"clickstream-reader-{uuid.uuid4().hex[:8]}")
@@ -103,7 +104,7 @@ def reader_config(config: Config, **overrides: Any) -> Dict[str, Any]:
 
 def partition_counts(
     config_or_reader: Any, topics: Iterable[str], timeout_s: float = 10.0
-) -> Dict[str, Optional[int]]:
+) -> dict[str, int | None]:
     """``{topic: partition count}``, None for a topic that does not exist.
 
     ``config_or_reader``: ``"host:port"``, a librdkafka config dict, or a
@@ -112,6 +113,7 @@ def partition_counts(
     Raises :class:`KafkaIOError` when the cluster cannot be asked or reports
     another error for a topic.
     """
+    where: str | None
     if hasattr(config_or_reader, "list_topics"):
         admin, where = config_or_reader, "the cluster"
     else:
@@ -120,7 +122,7 @@ def partition_counts(
         config = _as_config(config_or_reader)
         where = config.get("bootstrap.servers")
         admin = AdminClient({**config, "allow.auto.create.topics": "false"})
-    counts: Dict[str, Optional[int]] = {}
+    counts: dict[str, int | None] = {}
     for topic in dict.fromkeys(topics):
         try:
             meta = admin.list_topics(topic, timeout=timeout_s).topics.get(topic)
@@ -137,18 +139,18 @@ def partition_counts(
     return counts
 
 
-def missing_topics(config: Any, topics: Iterable[str], timeout_s: float = 10.0) -> List[str]:
+def missing_topics(config: Any, topics: Iterable[str], timeout_s: float = 10.0) -> list[str]:
     """Which of ``topics`` do not exist, sorted (never creates them)."""
     return sorted(t for t, n in partition_counts(config, topics, timeout_s).items() if n is None)
 
 
-def require_topics(config: Any, topics: Iterable[str], timeout_s: float = 10.0) -> Dict[str, int]:
+def require_topics(config: Any, topics: Iterable[str], timeout_s: float = 10.0) -> dict[str, int]:
     """``{topic: partition count}``; :class:`TopicNotFound` names the missing ones."""
     counts = partition_counts(config, topics, timeout_s)
     missing = [t for t, n in counts.items() if n is None]
     if missing:
         raise TopicNotFound(missing)
-    return counts  # type: ignore[return-value]
+    return counts  # type: ignore[return-value]  # no None left: the missing topics raised above
 
 
 def read_to_end(
@@ -162,7 +164,7 @@ def read_to_end(
     timeout_s: float = 30.0,
     end_hold_s: float = END_HOLD_S,
     poll_s: float = 0.05,
-) -> Iterator[List[Any]]:
+) -> Iterator[list[Any]]:
     """Yield lists of the data messages of ``partitions`` of ``topic``, from
     offset ``start`` (default: the beginning), until every partition's end has
     held for ``end_hold_s``.
@@ -215,7 +217,7 @@ def produce_with_backpressure(
     topic: str,
     *args: Any,
     poll_s: float = 0.05,
-    on_wait: Optional[Callable[[], None]] = None,
+    on_wait: Callable[[], None] | None = None,
     **kwargs: Any,
 ) -> None:
     """``producer.produce(topic, *args, **kwargs)``; while librdkafka's
@@ -242,7 +244,7 @@ class DeliveryReports:
     def __init__(self, keep: int = 5):
         self.delivered = 0
         self.failed = 0
-        self.examples: List[str] = []
+        self.examples: list[str] = []
         self._keep = keep
 
     def __call__(self, err: Any, msg: Any) -> None:
@@ -256,7 +258,7 @@ class DeliveryReports:
 
 def produce_all(
     producer: Any,
-    messages: Iterable[Tuple[str, Mapping[str, Any]]],
+    messages: Iterable[tuple[str, Mapping[str, Any]]],
     *,
     flush_timeout_s: float = 60.0,
     poll_every: int = 1000,
@@ -282,7 +284,5 @@ def produce_all(
         reports.failed += remaining
         reports.examples.append(f"{remaining} message(s) not delivered within {flush_timeout_s:g} s")
     if check and reports.failed:
-        raise DeliveryFailed(
-            f"{reports.failed} message(s) not delivered; first: {reports.examples[0]}"
-        )
+        raise DeliveryFailed(f"{reports.failed} message(s) not delivered; first: {reports.examples[0]}")
     return reports

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Dict, List, Optional
+from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from connectors.kafka_io import END_HOLD_S, NO_TIMESTAMP, KafkaIOError, TopicNotFound, require_topics
-
 from operators.records import PartitionStatus, SourceBatch, SourceRecord, new_source_record
 
 log = logging.getLogger(__name__)
@@ -41,7 +39,7 @@ class KafkaSourceError(RuntimeError):
     """The source cannot read its topic (missing topic, broker error)."""
 
 
-def list_topic_partitions(config: Dict[str, str], topic: str, timeout_s: float = 10.0) -> int:
+def list_topic_partitions(config: dict[str, str], topic: str, timeout_s: float = 10.0) -> int:
     """Number of partitions of ``topic``; a clear error if it does not exist
     (the lookup never creates it: :func:`connectors.kafka_io.require_topics`)."""
     try:
@@ -58,7 +56,7 @@ def list_topic_partitions(config: Dict[str, str], topic: str, timeout_s: float =
 class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
     def __init__(
         self,
-        config: Dict[str, str],
+        config: dict[str, str],
         topic: str,
         partition: int,
         partition_count: int,
@@ -80,7 +78,7 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
         self._done = False
         self._idle = False
         self._finish_confirm_s = finish_confirm_s
-        self._end_seen_at: Optional[float] = None
+        self._end_seen_at: float | None = None
         consumer_config = {
             "group.id": "clickstream-dataflows-unused",
             "enable.auto.commit": "false",
@@ -92,14 +90,14 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
         self._consumer = Consumer(consumer_config)
         self._consumer.assign([TopicPartition(topic, partition, next_offset)])
 
-    def next_batch(self) -> List[SourceBatch]:
+    def next_batch(self) -> list[SourceBatch]:
         if self._done:
             raise StopIteration()
         # Never block the worker: librdkafka prefetches in its own threads, and
         # an empty poll makes next_awake() back off for a few milliseconds.
         messages = self._consumer.consume(self._batch_size, 0)
         self._idle = not messages
-        records: List[SourceRecord] = []
+        records: list[SourceRecord] = []
         append = records.append
         reached_end = False
         for msg in messages:
@@ -166,9 +164,9 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
             )
         ]
 
-    def next_awake(self) -> Optional[datetime]:
+    def next_awake(self) -> datetime | None:
         if self._idle:
-            return datetime.now(timezone.utc) + _IDLE_BACKOFF
+            return datetime.now(UTC) + _IDLE_BACKOFF
         return None
 
     def snapshot(self) -> int:
@@ -183,7 +181,7 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, int]):
 
     def __init__(
         self,
-        config: Dict[str, str],
+        config: dict[str, str],
         topic: str,
         *,
         tail: bool = True,
@@ -207,17 +205,17 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, int]):
         self._heartbeat_s = heartbeat_s
         self._starting_offset = starting_offset
         self._finish_confirm_s = finish_confirm_s
-        self._partition_count: Optional[int] = None
+        self._partition_count: int | None = None
 
     def _count(self) -> int:
         if self._partition_count is None:
             self._partition_count = list_topic_partitions(self._config, self._topic)
         return self._partition_count
 
-    def list_parts(self) -> List[str]:
+    def list_parts(self) -> list[str]:
         return [f"{i}-{self._topic}" for i in range(self._count())]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Optional[int]) -> _BatchPartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _BatchPartition:
         index, _, topic = for_part.partition("-")
         if topic != self._topic:
             raise KafkaSourceError(

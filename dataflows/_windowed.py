@@ -16,23 +16,24 @@ records to ``DLQ_TOPIC``. A job module declares only what differs, as a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, List, Optional, Tuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
-from dataflows.settings import CommonSettings, KafkaConnection
 from dataflows.common import clicks_input, job_settings, write_outputs
 from dataflows.runtime import start_job_runtime
+from dataflows.settings import KafkaConnection, WindowedSettings
 from operators.late_output import late_click_message
 from operators.metrics import LATE, RESULTS
 from operators.records import DecodedBatch, LateClick, OutMessage
 
-S = TypeVar("S", bound=CommonSettings)
+S = TypeVar("S", bound=WindowedSettings)
 
 #: (results, late clicks): lists per shard activation, as the operators emit them.
-WindowedStreams = Tuple[Stream[list], Stream[List[LateClick]]]
+WindowedStreams = tuple[Stream[list], Stream[list[LateClick]]]
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class WindowedJob(Generic[S]):
     encode: Callable[[Any, str], OutMessage]
     results_topic: Callable[[S], str]
     #: The job's own cross-field settings rule, checked before anything starts.
-    check: Optional[Callable[[S], None]] = None
+    check: Callable[[S], None] | None = None
 
     def build_flow(self, settings: S, kafka: KafkaConnection) -> Dataflow:
         """The job's dataflow for the given settings."""
@@ -60,7 +61,11 @@ class WindowedJob(Generic[S]):
         results, late = self.windows(settings, clicks.oks)
         encoded, late_messages = self._encode(settings, results, late)
         write_outputs(
-            "out", config, settings.dlq_topic, [clicks.errs], [encoded, late_messages],
+            "out",
+            config,
+            settings.dlq_topic,
+            [clicks.errs],
+            [encoded, late_messages],
             [self.results_topic(settings), settings.late_topic],
         )
         return flow
@@ -72,19 +77,18 @@ class WindowedJob(Generic[S]):
         return self.build_flow(settings, kafka)
 
     def _encode(
-        self, settings: S, results: Stream[list], late: Stream[List[LateClick]]
-    ) -> Tuple[Stream[List[OutMessage]], Stream[List[OutMessage]]]:
+        self, settings: S, results: Stream[list], late: Stream[list[LateClick]]
+    ) -> tuple[Stream[list[OutMessage]], Stream[list[OutMessage]]]:
         """Results and late clicks as messages, counted in the job's metrics."""
         encode, topic, late_topic = self.encode, self.results_topic(settings), settings.late_topic
         results_count, late_count = RESULTS.labels(self.name), LATE.labels(self.name)
 
-        def encode_results(xs: list) -> List[OutMessage]:
+        def encode_results(xs: list) -> list[OutMessage]:
             results_count.inc(len(xs))
             return [encode(x, topic) for x in xs]
 
-        def encode_late(ls: List[LateClick]) -> List[OutMessage]:
+        def encode_late(ls: list[LateClick]) -> list[OutMessage]:
             late_count.inc(len(ls))
             return [late_click_message(x, late_topic) for x in ls]
 
         return op.map("encode", results, encode_results), op.map("encode_late", late, encode_late)
-

@@ -23,9 +23,9 @@ from datetime import timedelta
 import orjson
 from bytewax.dataflow import Stream
 
-from dataflows.settings import AlertsSettings, ConfigError
 from dataflows._windowed import WindowedJob, WindowedStreams
 from dataflows.common import lazy_flow
+from dataflows.settings import AlertsSettings, ConfigError
 from operators.click_alerts import RateAlert, SlidingWindowError, click_alerts, sliding_window_ms
 from operators.event_parsing import format_event_time
 from operators.records import DecodedBatch, OutMessage
@@ -79,8 +79,12 @@ def alert_message(alert: RateAlert, topic: str) -> OutMessage:
 
 # The window rule is checked first, before a Kafka client is built or anything logged.
 JOB = WindowedJob(
-    "alerts", AlertsSettings, windows, alert_message,
-    results_topic=lambda settings: settings.alerts_topic, check=check_windows,
+    "alerts",
+    AlertsSettings,
+    windows,
+    alert_message,
+    results_topic=lambda settings: settings.alerts_topic,
+    check=check_windows,
 )
 build_flow, flow_from_env = JOB.build_flow, JOB.flow_from_env
 __getattr__ = lazy_flow(flow_from_env)

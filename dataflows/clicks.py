@@ -16,19 +16,11 @@ variables (see ``dataflows.settings.ClicksSettings`` and the README).
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
-from typing import List, Optional, Tuple
+from datetime import UTC, datetime, timedelta
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
-from dataflows.settings import (
-    ClicksSettings,
-    JoinMode,
-    JoinStrategy,
-    KafkaConnection,
-    OutputShape,
-)
 from dataflows.common import (
     clicks_input,
     job_settings,
@@ -37,10 +29,17 @@ from dataflows.common import (
     write_outputs,
 )
 from dataflows.runtime import start_job_runtime
+from dataflows.settings import (
+    ClicksSettings,
+    JoinMode,
+    JoinStrategy,
+    KafkaConnection,
+    OutputShape,
+)
 from operators.asof_join import asof_join
 from operators.interval_join import interval_join
-from operators.late_output import late_click_message
 from operators.join_output import FlatShape, encode_results
+from operators.late_output import late_click_message
 from operators.records import DecodedBatch, JoinResult, LateClick
 
 log = logging.getLogger("dataflows.clicks")
@@ -57,7 +56,7 @@ def _items(batch: DecodedBatch) -> list:
 
 def _join(
     settings: ClicksSettings, clicks: Stream[DecodedBatch], profiles: Stream[DecodedBatch]
-) -> Tuple[Stream[List[JoinResult]], Optional[Stream[List[LateClick]]]]:
+) -> tuple[Stream[list[JoinResult]], Stream[list[LateClick]] | None]:
     """Join with the configured strategy: (results, late clicks and versions or None)."""
     if settings.join_strategy == JoinStrategy.INTERVAL:
         out = interval_join(
@@ -80,7 +79,7 @@ def _join(
 
 def _one_per_click(
     settings: ClicksSettings, clicks: Stream[DecodedBatch], profiles: Stream[DecodedBatch]
-) -> Stream[List[JoinResult]]:
+) -> Stream[list[JoinResult]]:
     """The strategies where every valid click yields exactly one result."""
     if settings.join_strategy == JoinStrategy.ASOF:
         return asof_join(
@@ -102,7 +101,7 @@ def _one_per_click(
             op.map("profile_lists", profiles, _items),
             window_length=timedelta(seconds=settings.window_seconds),
             wait_for_system_duration=timedelta(seconds=settings.allowed_lateness_seconds),
-            align_to=datetime(1970, 1, 1, tzinfo=timezone.utc),
+            align_to=datetime(1970, 1, 1, tzinfo=UTC),
             shards=settings.state_shards,
         ).joined
     click_items = op.flat_map("click_items", clicks, _items)
@@ -119,7 +118,12 @@ def build_flow(settings: ClicksSettings, kafka: KafkaConnection) -> Dataflow:
     flow = Dataflow("clicks")
     clicks = clicks_input(flow, settings, config)
     profiles = kafka_input(
-        flow, "profiles", settings.profiles_topic, settings.profiles_mapping(), settings, config,
+        flow,
+        "profiles",
+        settings.profiles_topic,
+        settings.profiles_mapping(),
+        settings,
+        config,
         heartbeat=LIVE_PROFILES_PROGRESS,
     )
 
@@ -142,11 +146,11 @@ def build_flow(settings: ClicksSettings, kafka: KafkaConnection) -> Dataflow:
     outputs = [encoded]
     if late is not None:
         late_topic = settings.late_topic
-        outputs.append(op.map("encode_late", late, lambda ls: [late_click_message(x, late_topic) for x in ls]))
+        outputs.append(
+            op.map("encode_late", late, lambda ls: [late_click_message(x, late_topic) for x in ls])
+        )
         topics.append(late_topic)
-    write_outputs(
-        "out", config, settings.dlq_topic, [clicks.errs, profiles.errs], outputs, topics
-    )
+    write_outputs("out", config, settings.dlq_topic, [clicks.errs, profiles.errs], outputs, topics)
     return flow
 
 

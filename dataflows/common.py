@@ -3,27 +3,25 @@ start-up, the clicks input (decoded, with dead letters) and the Kafka output."""
 
 from __future__ import annotations
 
-import gc
 import logging
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, TypeVar
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
+from connectors.exactly_once_sink import kafka_output
+from connectors.kafka_source import KafkaBatchSource
 from dataflows.settings import CommonSettings, ConfigError, KafkaConnection, load_settings
 from operators.dead_letters import dead_letter_messages
 from operators.decode import DecodeOut, decode
 from operators.record_mapping import RecordMapping
-from connectors.exactly_once_sink import kafka_output
-from connectors.kafka_source import KafkaBatchSource
 
 S = TypeVar("S", bound=CommonSettings)
 
 
-def job_settings(
-    cls: type[S], check: Optional[Callable[[S], None]] = None
-) -> Tuple[S, KafkaConnection]:
+def job_settings(cls: type[S], check: Callable[[S], None] | None = None) -> tuple[S, KafkaConnection]:
     """Validated settings and Kafka connection from the environment, nothing else.
 
     ``check``: a job's own cross-field rule, run before the librdkafka
@@ -43,7 +41,7 @@ def check_kafka_config(kafka: KafkaConnection) -> None:
 
     # Without bootstrap.servers the client validates every property but never
     # connects; its warnings go to a silent logger.
-    config = {k: v for k, v in kafka.to_librdkafka().items() if k != "bootstrap.servers"}
+    config: dict[str, Any] = {k: v for k, v in kafka.to_librdkafka().items() if k != "bootstrap.servers"}
     silent = logging.getLogger("clickstream.config_check")
     silent.addHandler(logging.NullHandler())
     silent.propagate = False
@@ -61,8 +59,12 @@ def check_kafka_config(kafka: KafkaConnection) -> None:
 
 
 def kafka_input(
-    flow: Dataflow, step_id: str, topic: str, mapping: RecordMapping,
-    settings: CommonSettings, config: Dict[str, str],
+    flow: Dataflow,
+    step_id: str,
+    topic: str,
+    mapping: RecordMapping,
+    settings: CommonSettings,
+    config: dict[str, str],
     heartbeat: timedelta = timedelta(milliseconds=100),
 ) -> DecodeOut:
     """Read ``topic`` as position-reporting batches and decode them with ``mapping``.
@@ -70,24 +72,31 @@ def kafka_input(
     ``heartbeat``: how often a caught-up, idle partition reports its position.
     """
     source = KafkaBatchSource(
-        config, topic, tail=settings.kafka_tail, batch_size=settings.source_batch_size,
+        config,
+        topic,
+        tail=settings.kafka_tail,
+        batch_size=settings.source_batch_size,
         heartbeat_s=heartbeat.total_seconds(),
     )
     return decode(
-        f"decode_{step_id}", op.input(f"{step_id}_in", flow, source), mapping,
+        f"decode_{step_id}",
+        op.input(f"{step_id}_in", flow, source),
+        mapping,
         settings.max_record_bytes,
     )
 
 
-def clicks_input(flow: Dataflow, settings: CommonSettings, config: Dict[str, str]) -> DecodeOut:
-    return kafka_input(
-        flow, "clicks", settings.clicks_topic, settings.clicks_mapping(), settings, config
-    )
+def clicks_input(flow: Dataflow, settings: CommonSettings, config: dict[str, str]) -> DecodeOut:
+    return kafka_input(flow, "clicks", settings.clicks_topic, settings.clicks_mapping(), settings, config)
 
 
 def write_outputs(
-    flow_step: str, config: Dict[str, str], dlq_topic: str,
-    dead: List[Stream], results: List[Stream], topics: List[str],
+    flow_step: str,
+    config: dict[str, str],
+    dlq_topic: str,
+    dead: list[Stream],
+    results: list[Stream],
+    topics: list[str],
 ) -> None:
     """Merge result message lists and dead letters into the exactly-once Kafka
     output; ``topics`` lists every topic the results may name."""

@@ -8,7 +8,6 @@ import gc
 import logging
 import threading
 import time
-from typing import Dict, Optional
 
 from prometheus_client import REGISTRY, start_http_server
 
@@ -19,11 +18,12 @@ def start_job_runtime(job: str, settings: CommonSettings, kafka: KafkaConnection
     """The process-wide side effects of running ``job``, once, before its flow
     is built: logging (and the start-up line with the redacted settings), the
     GC tuning, the metrics server and the progress-log thread."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger(f"dataflows.{job}").info(
-        "%s job: tail=%s kafka=%s clicks=%s", job, settings.kafka_tail, kafka.redacted(),
+        "%s job: tail=%s kafka=%s clicks=%s",
+        job,
+        settings.kafka_tail,
+        kafka.redacted(),
         settings.clicks_mapping(),
     )
     tune_gc()
@@ -65,13 +65,13 @@ def _total(name: str) -> float:
     return total
 
 
-def start_progress_log(job: str, interval_s: float) -> Optional[threading.Thread]:
+def start_progress_log(job: str, interval_s: float) -> threading.Thread | None:
     """Log one progress line every ``interval_s``: records in and out, and rates."""
     if interval_s <= 0:
         return None
 
     def run() -> None:
-        last: Dict[str, float] = {}
+        last: dict[str, float] = {}
         last_t = time.monotonic()
         while True:
             time.sleep(interval_s)
@@ -88,8 +88,14 @@ def start_progress_log(job: str, interval_s: float) -> Optional[threading.Thread
             rate = (current["in"] - last.get("in", 0.0)) / elapsed
             log.info(
                 "%s progress: in=%d (%.0f/s) joined=%d unmatched=%d dead_lettered=%d late=%d results=%d",
-                job, current["in"], rate, current["joined"], current["unmatched"],
-                current["dead"], current["late"], current["results"],
+                job,
+                current["in"],
+                rate,
+                current["joined"],
+                current["unmatched"],
+                current["dead"],
+                current["late"],
+                current["results"],
             )
             last, last_t = current, now
 

@@ -21,9 +21,9 @@ from datetime import timedelta
 import orjson
 from bytewax.dataflow import Stream
 
-from dataflows.settings import SessionsSettings
 from dataflows._windowed import WindowedJob, WindowedStreams
 from dataflows.common import lazy_flow
+from dataflows.settings import SessionsSettings
 from operators.event_parsing import format_event_time
 from operators.records import DecodedBatch, OutMessage
 from operators.user_sessions import Session, user_sessions
@@ -52,7 +52,10 @@ def session_message(session: Session, topic: str) -> OutMessage:
 
 
 JOB = WindowedJob(
-    "sessions", SessionsSettings, windows, session_message,
+    "sessions",
+    SessionsSettings,
+    windows,
+    session_message,
     results_topic=lambda settings: settings.sessions_topic,
 )
 build_flow, flow_from_env = JOB.build_flow, JOB.flow_from_env

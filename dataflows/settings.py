@@ -19,11 +19,13 @@ as the user wrote it, and without echoing secret values.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from connectors.kafka_connection import KafkaConnection, is_secret_property  # noqa: F401 (re-exported)
@@ -69,6 +71,7 @@ class JoinStrategy(str, Enum):
     INTERVAL = "interval"
 
 
+# Built from TIME_FORMATS so the two never drift; mypy cannot read a computed member dict.
 TimeFormat = Enum("TimeFormat", {f.upper(): f for f in TIME_FORMATS}, type=str)  # type: ignore[misc]
 
 
@@ -142,7 +145,7 @@ class CommonSettings(BaseSettings):
         env_settings: PydanticBaseSettingsSource,
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
-    ) -> Tuple[PydanticBaseSettingsSource, ...]:
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Only what :func:`load_settings` passes: a mapping given to it is the
         whole environment, whatever the process's own environment holds."""
         return (init_settings,)
@@ -162,33 +165,47 @@ class CommonSettings(BaseSettings):
         "still be handled as on time",
     )
     source_batch_size: int = Field(
-        1000, alias="SOURCE_BATCH_SIZE", gt=0, le=100_000,
+        1000,
+        alias="SOURCE_BATCH_SIZE",
+        gt=0,
+        le=100_000,
         description="max messages taken from one partition per poll",
     )
     max_record_bytes: int = Field(
-        1_000_000, alias="MAX_RECORD_BYTES", ge=1024,
+        1_000_000,
+        alias="MAX_RECORD_BYTES",
+        ge=1024,
         description="input records with a larger value are dead-lettered (too_large)",
     )
     metrics_port: int = Field(
-        0, alias="METRICS_PORT", ge=0, le=65535,
+        0,
+        alias="METRICS_PORT",
+        ge=0,
+        le=65535,
         description="serve Prometheus metrics on this port (0: off)",
     )
     progress_interval_seconds: float = Field(
-        10.0, alias="PROGRESS_INTERVAL_SECONDS", ge=0,
+        10.0,
+        alias="PROGRESS_INTERVAL_SECONDS",
+        ge=0,
         description="log a progress line this often (0: off)",
     )
     state_shards: int = Field(
-        16, alias="STATE_SHARDS", ge=1, le=4096,
+        16,
+        alias="STATE_SHARDS",
+        ge=1,
+        le=4096,
         description="shards of keyed state (the unit of parallelism of the join "
         "and window state); fixed for the life of a recovery store",
     )
     clicks_key: str = Field("user_id", alias="CLICKS_KEY")
     clicks_time: str = Field("ts", alias="CLICKS_TIME")
     clicks_time_fallback: TimeFallback = Field(TimeFallback.TIMESTAMP, alias="CLICKS_TIME_FALLBACK")
-    clicks_time_format: TimeFormat = Field("auto", alias="CLICKS_TIME_FORMAT")  # type: ignore[valid-type]
+    clicks_time_format: TimeFormat = Field(TimeFormat("auto"), alias="CLICKS_TIME_FORMAT")
     iso_without_offset: IsoWithoutOffset = Field(IsoWithoutOffset.REJECT, alias="ISO_WITHOUT_OFFSET")
     event_time_min_ms: int = Field(
-        DEFAULT_EVENT_TIME_MIN_MS, alias="EVENT_TIME_MIN",
+        DEFAULT_EVENT_TIME_MIN_MS,
+        alias="EVENT_TIME_MIN",
         description="the earliest plausible event time (ISO-8601 with offset, or epoch ms)",
     )
 
@@ -202,16 +219,18 @@ class CommonSettings(BaseSettings):
             try:
                 ms = parse_iso(value.strip(), "EVENT_TIME_MIN")
             except Reject as rej:
-                raise ValueError(f"must be an ISO-8601 time with an offset or epoch ms: {rej.detail}") from None
+                raise ValueError(
+                    f"must be an ISO-8601 time with an offset or epoch ms: {rej.detail}"
+                ) from None
         else:
             ms = int(value)
         if ms < 0:
             raise ValueError("must not be before 1970-01-01T00:00:00Z")
-        if ms > datetime.now(timezone.utc).timestamp() * 1000:
+        if ms > datetime.now(UTC).timestamp() * 1000:
             raise ValueError("is in the future: every event would be refused")
         return ms
 
-    def _mapping(self, role: str, keep: Optional[Tuple[str, ...]] = None) -> RecordMapping:
+    def _mapping(self, role: str, keep: tuple[str, ...] | None = None) -> RecordMapping:
         return RecordMapping(
             role,
             getattr(self, f"{role}_key"),
@@ -227,7 +246,7 @@ class CommonSettings(BaseSettings):
         """Where clicks keep their key and event time."""
         return self._mapping("clicks")
 
-    def problems(self) -> List[str]:
+    def problems(self) -> list[str]:
         """Settings that are valid alone but contradict each other, one line each."""
         out = []
         for role in ("clicks", "profiles"):
@@ -247,17 +266,14 @@ class ClicksSettings(CommonSettings):
 
     profiles_topic: str = Field("user_profiles", alias="PROFILES_TOPIC", min_length=1)
     joined_topic: str = Field("joined_data", alias="JOINED_TOPIC", min_length=1)
-    unmatched_topic: str = Field(
-        "unmatched_clicks", alias="UNMATCHED_TOPIC", min_length=1
-    )
+    unmatched_topic: str = Field("unmatched_clicks", alias="UNMATCHED_TOPIC", min_length=1)
     join_mode: JoinMode = Field(JoinMode.LEFT, alias="JOIN_MODE")
     join_strategy: JoinStrategy = Field(JoinStrategy.ASOF, alias="JOIN_STRATEGY")
     profile_ttl_seconds: float = Field(
         7 * 24 * 3600.0,
         alias="PROFILE_TTL_SECONDS",
         gt=0,
-        description="a profile version older than this at the click's event time "
-        "does not match",
+        description="a profile version older than this at the click's event time does not match",
     )
     profile_wait_seconds: float = Field(
         10.0,
@@ -267,28 +283,32 @@ class ClicksSettings(CommonSettings):
         "its event time before it is resolved with what is known",
     )
     window_seconds: float = Field(
-        1800.0, alias="WINDOW_SECONDS", gt=0,
+        1800.0,
+        alias="WINDOW_SECONDS",
+        gt=0,
         description="window length of the window join strategy",
     )
     interval_before_seconds: float = Field(
-        5.0, alias="INTERVAL_BEFORE_SECONDS", ge=0,
+        5.0,
+        alias="INTERVAL_BEFORE_SECONDS",
+        ge=0,
         description="interval strategy: a version up to this much before the click matches",
     )
     interval_after_seconds: float = Field(
-        5.0, alias="INTERVAL_AFTER_SECONDS", ge=0,
+        5.0,
+        alias="INTERVAL_AFTER_SECONDS",
+        ge=0,
         description="interval strategy: a version up to this much after the click matches",
     )
     late_topic: str = Field("late_clicks", alias="LATE_TOPIC", min_length=1)
     profiles_key: str = Field("user_id", alias="PROFILES_KEY")
     profiles_time: str = Field("updated_at", alias="PROFILES_TIME")
-    profiles_time_fallback: TimeFallback = Field(
-        TimeFallback.TIMESTAMP, alias="PROFILES_TIME_FALLBACK"
-    )
-    profiles_time_format: TimeFormat = Field("auto", alias="PROFILES_TIME_FORMAT")  # type: ignore[valid-type]
+    profiles_time_fallback: TimeFallback = Field(TimeFallback.TIMESTAMP, alias="PROFILES_TIME_FALLBACK")
+    profiles_time_format: TimeFormat = Field(TimeFormat("auto"), alias="PROFILES_TIME_FORMAT")
     output_shape: OutputShape = Field(OutputShape.NESTED, alias="OUTPUT_SHAPE")
     flat_profile_prefix: str = Field("profile_", alias="FLAT_PROFILE_PREFIX")
     flat_collision: FlatCollision = Field(FlatCollision.KEEP_CLICK, alias="FLAT_COLLISION")
-    profile_fields: Optional[Tuple[str, ...]] = Field(None, alias="PROFILE_FIELDS")
+    profile_fields: tuple[str, ...] | None = Field(None, alias="PROFILE_FIELDS")
 
     _profile_key_paths = field_validator("profiles_key", mode="before")(_key_path)
     _profile_time_paths = field_validator("profiles_time", mode="before")(_time_path)
@@ -309,7 +329,7 @@ class ClicksSettings(CommonSettings):
         """Where profiles keep their key and event time (and which fields are kept)."""
         return self._mapping("profiles", self.profile_fields)
 
-    def problems(self) -> List[str]:
+    def problems(self) -> list[str]:
         out = super().problems()
         if self.output_shape != OutputShape.FLAT:
             for name, var in (
@@ -351,7 +371,7 @@ class SessionsSettings(WindowedSettings):
     sessions_topic: str = Field("user_sessions", alias="SESSIONS_TOPIC", min_length=1)
 
 
-def _describe(error: Dict[str, Any], fields: Dict[str, Any]) -> str:
+def _describe(error: ErrorDetails, fields: dict[str, Any]) -> str:
     loc = error.get("loc") or ("?",)
     name = str(loc[0])
     field = fields.get(name)
@@ -365,7 +385,7 @@ def _describe(error: Dict[str, Any], fields: Dict[str, Any]) -> str:
     return f"{env_name}: {message}{got}"
 
 
-def load_settings(cls: type[CommonSettings], environ: Optional[Mapping[str, str]] = None):
+def load_settings(cls: type[CommonSettings], environ: Mapping[str, str] | None = None):
     """Read and validate ``cls`` and the Kafka connection from the environment.
 
     Returns ``(settings, kafka)``. Raises :class:`ConfigError` naming each bad
@@ -391,7 +411,5 @@ def load_settings(cls: type[CommonSettings], environ: Optional[Mapping[str, str]
             var = "KAFKA_BOOTSTRAP_SERVERS" if loc[0] == "bootstrap_servers" else str(loc[0])
             problems.append(f"{var}: {e.get('msg', 'invalid')}")
     if problems:
-        raise ConfigError(
-            "invalid configuration:\n  " + "\n  ".join(problems)
-        )
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return settings, kafka

@@ -19,9 +19,9 @@ from datetime import timedelta
 import orjson
 from bytewax.dataflow import Stream
 
-from dataflows.settings import TopUsersSettings
 from dataflows._windowed import WindowedJob, WindowedStreams
 from dataflows.common import lazy_flow
+from dataflows.settings import TopUsersSettings
 from operators.event_parsing import format_event_time
 from operators.records import DecodedBatch, OutMessage
 from operators.top_users import WindowTop, top_users
@@ -50,7 +50,10 @@ def window_message(window: WindowTop, topic: str) -> OutMessage:
 
 
 JOB = WindowedJob(
-    "top_users", TopUsersSettings, windows, window_message,
+    "top_users",
+    TopUsersSettings,
+    windows,
+    window_message,
     results_topic=lambda settings: settings.top_users_topic,
 )
 build_flow, flow_from_env = JOB.build_flow, JOB.flow_from_env

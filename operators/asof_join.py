@@ -40,11 +40,11 @@ import time
 import zlib
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow, Stream, operator
+from bytewax.dataflow import Dataflow, Stream, operator  # noqa: F401 - Dataflow: the docstring example
 
 from operators.metrics import EVICTIONS, STATE_SIZE
 from operators.progress import CLICKS, PROFILES, InputProgress, ShardInput, ShardRouter
@@ -74,8 +74,8 @@ class AsofJoinState(NamedTuple):
     """What a shard snapshots for recovery (all values immutable or copied)."""
 
     #: Per snapshot bucket, the pickled ``{user_id: versions}`` of its users.
-    version_buckets: Tuple[bytes, ...]
-    pending: Dict[int, Tuple[Click, float]]
+    version_buckets: tuple[bytes, ...]
+    pending: dict[int, tuple[Click, float]]
     seq: int
     clicks_progress: tuple
     profiles_progress: tuple
@@ -84,20 +84,20 @@ class AsofJoinState(NamedTuple):
 class AsofJoinLogic(op.StatefulBatchLogic):
     """One shard of the as-of join: profile versions and clicks waiting to resolve."""
 
-    def __init__(self, ttl_ms: int, wait_s: float, lateness_ms: int, state: Optional[AsofJoinState]):
+    def __init__(self, ttl_ms: int, wait_s: float, lateness_ms: int, state: AsofJoinState | None):
         self.ttl_ms = ttl_ms
         self.wait_s = wait_s
         self.lateness_ms = lateness_ms
-        self.versions: Dict[str, Tuple[ProfileVersion, ...]] = {}
-        self.expiry: List[Tuple[int, str]] = []
+        self.versions: dict[str, tuple[ProfileVersion, ...]] = {}
+        self.expiry: list[tuple[int, str]] = []
         #: Snapshot bookkeeping, started by the first `snapshot()` (never
         #: without recovery): users of each bucket, each bucket's cached
         #: pickle, and the users whose versions changed since the last one.
-        self.bucket_users: Optional[List[set]] = None
-        self.bucket_pickles: List[Optional[bytes]] = [None] * SNAPSHOT_BUCKETS
+        self.bucket_users: list[set[str]] | None = None
+        self.bucket_pickles: list[bytes | None] = [None] * SNAPSHOT_BUCKETS
         self.changed: set = set()
         if state is None:
-            self.pending: Dict[int, Tuple[Click, float]] = {}
+            self.pending: dict[int, tuple[Click, float]] = {}
             self.seq = 0
             self.clicks = InputProgress()
             self.profiles = InputProgress()
@@ -110,20 +110,16 @@ class AsofJoinLogic(op.StatefulBatchLogic):
                 self.bucket_pickles[index] = blob
             # Every version gets an expiry entry (see `_insert`); entries that
             # had already popped are harmless: eviction re-checks the user.
-            self.expiry = [
-                (v.ts_ms + ttl_ms, user) for user, vs in self.versions.items() for v in vs
-            ]
+            self.expiry = [(v.ts_ms + ttl_ms, user) for user, vs in self.versions.items() for v in vs]
             heapq.heapify(self.expiry)
             self.pending = dict(state.pending)
             self.seq = state.seq
             self.clicks = InputProgress(state.clicks_progress)
             self.profiles = InputProgress(state.profiles_progress)
         # Indexes over `pending`, rebuilt on restore; stale entries are skipped.
-        self.by_time: List[Tuple[int, int]] = [(c.ts_ms, s) for s, (c, _) in self.pending.items()]
+        self.by_time: list[tuple[int, int]] = [(c.ts_ms, s) for s, (c, _) in self.pending.items()]
         heapq.heapify(self.by_time)
-        self.by_deadline = deque(
-            sorted(((d, s) for s, (_, d) in self.pending.items()))
-        )
+        self.by_deadline = deque(sorted(((d, s) for s, (_, d) in self.pending.items())))
         #: Counters for observability (not snapshotted).
         self.evicted_versions = 0
         self._reported_users = 0
@@ -164,7 +160,7 @@ class AsofJoinLogic(op.StatefulBatchLogic):
                     break
         return new_join_result((click, None))
 
-    def _resolve_ready(self, out: List[JoinResult]) -> None:
+    def _resolve_ready(self, out: list[JoinResult]) -> None:
         watermark = self.profiles.watermark
         by_time = self.by_time
         pending = self.pending
@@ -211,8 +207,8 @@ class AsofJoinLogic(op.StatefulBatchLogic):
                     self.changed.add(user)
 
     # -- Bytewax callbacks -------------------------------------------------
-    def on_batch(self, values: List[ShardInput]):
-        out: List[JoinResult] = []
+    def on_batch(self, values: list[ShardInput]):
+        out: list[JoinResult] = []
         horizon = self._horizon()
         for inp in values:
             if inp.side == PROFILES:
@@ -252,7 +248,7 @@ class AsofJoinLogic(op.StatefulBatchLogic):
             self._reported_pending = pending
 
     def on_notify(self):
-        out: List[JoinResult] = []
+        out: list[JoinResult] = []
         now = time.time()
         by_deadline = self.by_deadline
         pending = self.pending
@@ -272,16 +268,18 @@ class AsofJoinLogic(op.StatefulBatchLogic):
         self.by_deadline.clear()
         return ([out] if out else []), False
 
-    def notify_at(self) -> Optional[datetime]:
+    def notify_at(self) -> datetime | None:
         by_deadline = self.by_deadline
         while by_deadline and by_deadline[0][1] not in self.pending:
             by_deadline.popleft()
         if not by_deadline:
             return None
-        return datetime.fromtimestamp(by_deadline[0][0], tz=timezone.utc)
+        return datetime.fromtimestamp(by_deadline[0][0], tz=UTC)
 
     def snapshot(self) -> AsofJoinState:
         versions, pickles = self.versions, self.bucket_pickles
+        users: list[set[str]]
+        dirty: range | set[int]
         if self.bucket_users is None:  # first snapshot: every bucket
             self.bucket_users = users = [set() for _ in range(SNAPSHOT_BUCKETS)]
             for user in versions:
@@ -303,14 +301,15 @@ class AsofJoinLogic(op.StatefulBatchLogic):
                 {user: versions[user] for user in users[bucket]}, pickle.HIGHEST_PROTOCOL
             )
         return AsofJoinState(
-            tuple(pickles),
+            # Every bucket is filled: by a restore, or by the first snapshot (all dirty).
+            tuple(pickles),  # type: ignore[arg-type]
             dict(self.pending),
             self.seq,
             self.clicks.snapshot(),
             self.profiles.snapshot(),
         )
 
-    def state_size(self) -> Tuple[int, int, int]:
+    def state_size(self) -> tuple[int, int, int]:
         """(users, profile versions, clicks waiting) held by this shard."""
         return (
             len(self.versions),
@@ -323,7 +322,7 @@ class AsofJoinLogic(op.StatefulBatchLogic):
 class AsofJoinOut:
     """Resolved clicks, in lists (one list per shard activation)."""
 
-    joined: Stream[List[JoinResult]]
+    joined: Stream[list[JoinResult]]
 
 
 @operator
@@ -379,9 +378,7 @@ def asof_join(
         raise ValueError("shards must be >= 1")
     interval_s = progress_interval.total_seconds()
     click_router = ShardRouter(CLICKS, shards, interval_s)
-    profile_router = ShardRouter(
-        PROFILES, shards, interval_s, live_profiles_interval.total_seconds()
-    )
+    profile_router = ShardRouter(PROFILES, shards, interval_s, live_profiles_interval.total_seconds())
     keyed_clicks = op.flat_map("route_clicks", clicks, click_router.route)
     keyed_profiles = op.flat_map("route_profiles", profiles, profile_router.route)
     keyed = op.merge("merge", keyed_clicks, keyed_profiles)

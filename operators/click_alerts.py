@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Dict, List, NamedTuple, Tuple
+from typing import NamedTuple
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
@@ -57,7 +57,7 @@ class SlidingWindowError(ValueError):
     multiple of the slide.
     """
 
-    def __init__(self, window_s: float, slide_s: float, not_whole: Tuple[str, ...]):
+    def __init__(self, window_s: float, slide_s: float, not_whole: tuple[str, ...]):
         self.window_s, self.slide_s, self.not_whole = window_s, slide_s, not_whole
         if not_whole:
             text = (
@@ -72,7 +72,7 @@ class SlidingWindowError(ValueError):
         super().__init__(text)
 
 
-def sliding_window_ms(window_s: float, slide_s: float) -> Tuple[int, int]:
+def sliding_window_ms(window_s: float, slide_s: float) -> tuple[int, int]:
     """(window ms, slide ms) of a sliding window given in seconds.
 
     The one rule, for the operator and for the alerts job's settings alike:
@@ -108,12 +108,12 @@ class RateCountLogic(EventTimeShardLogic):
         self.lateness_ms = lateness_ms
         self.threshold = threshold
         if state is None:
-            self.counts: Dict[int, Dict[str, int]] = {}
+            self.counts: dict[int, dict[str, int]] = {}
             self.closed_ms = BEGINNING_OF_TIME_MS
         else:
             self.counts = {end: dict(users) for end, users in state[1]}
             self.closed_ms = state[2]
-        self.ends: List[int] = sorted(self.counts)  # a sorted list is a heap
+        self.ends: list[int] = sorted(self.counts)  # a sorted list is a heap
 
     def add(self, click: Click, watermark: int, out: Emitted) -> None:
         ts = click.ts_ms
@@ -161,8 +161,8 @@ class RateCountLogic(EventTimeShardLogic):
 class ClickAlertsOut:
     """Alerts per closed window, and the clicks that arrived after a window of theirs closed."""
 
-    alerts: Stream[List[RateAlert]]
-    late: Stream[List[LateClick]]
+    alerts: Stream[list[RateAlert]]
+    late: Stream[list[LateClick]]
 
 
 @operator

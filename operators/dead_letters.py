@@ -15,8 +15,6 @@ Headers added to the original ones (all values UTF-8):
 
 from __future__ import annotations
 
-from typing import List
-
 from operators.records import DeadLetter, OutMessage
 
 
@@ -38,5 +36,5 @@ def dead_letter_message(dead: DeadLetter, dlq_topic: str) -> OutMessage:
     return OutMessage(dlq_topic, record.key, record.value, headers, lineage)
 
 
-def dead_letter_messages(dead: List[DeadLetter], dlq_topic: str) -> List[OutMessage]:
+def dead_letter_messages(dead: list[DeadLetter], dlq_topic: str) -> list[OutMessage]:
     return [dead_letter_message(d, dlq_topic) for d in dead]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
@@ -19,7 +18,7 @@ class DecodeOut:
     """Valid records (still batched, with the source position) and dead letters."""
 
     oks: Stream[DecodedBatch]
-    errs: Stream[List[DeadLetter]]
+    errs: Stream[list[DeadLetter]]
 
 
 #: Default largest record value accepted (bytes); larger ones are dead-lettered.
@@ -31,10 +30,10 @@ def decode_batch(
     parse: Parser,
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
     stage: str = "decode",
-) -> Tuple[DecodedBatch, List[DeadLetter]]:
+) -> tuple[DecodedBatch, list[DeadLetter]]:
     """Parse every record of a batch; nothing is dropped: each is ok or dead."""
-    oks: List[Decoded] = []
-    dead: List[DeadLetter] = []
+    oks: list[Decoded] = []
+    dead: list[DeadLetter] = []
     max_ts = None
     topic = batch.topic
     now_ms = batch.polled_at_ms
@@ -45,7 +44,9 @@ def decode_batch(
         if value is not None and len(value) > max_record_bytes:
             dead.append(
                 DeadLetter(
-                    record, topic, TOO_LARGE,
+                    record,
+                    topic,
+                    TOO_LARGE,
                     f"value is {len(value)} bytes, over the {max_record_bytes}-byte limit",
                     stage,
                 )

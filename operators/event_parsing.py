@@ -26,8 +26,9 @@ unit is refused, never silently mis-windowed.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Dict, Optional
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 #: How far ahead of the processing wall clock an event time may be.
 MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000
@@ -63,7 +64,7 @@ _UNITS = (
     ("epoch_us", "epoch microseconds", 1e-3),
     ("epoch_ns", "epoch nanoseconds", 1e-6),
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
 
 
@@ -90,10 +91,9 @@ def parse_iso(value: str, field: str, assume_utc: bool = False) -> int:
         if not assume_utc:
             raise Reject(
                 INVALID_TIME,
-                f"{field} {value[:64]!r} has no UTC offset "
-                "(set ISO_WITHOUT_OFFSET=utc to read it as UTC)",
+                f"{field} {value[:64]!r} has no UTC offset (set ISO_WITHOUT_OFFSET=utc to read it as UTC)",
             )
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     try:
         return (parsed - _EPOCH) // _ONE_MS
     except OverflowError:
@@ -101,9 +101,7 @@ def parse_iso(value: str, field: str, assume_utc: bool = False) -> int:
 
 
 def _wrong_form(field: str, fmt: str, expected: str, value: Any) -> Reject:
-    return Reject(
-        INVALID_TIME, f"{field} must be {expected} ({fmt}), got {type(value).__name__}"
-    )
+    return Reject(INVALID_TIME, f"{field} must be {expected} ({fmt}), got {type(value).__name__}")
 
 
 def time_converter(fmt: str, assume_utc: bool = False) -> Callable[[Any, str], int]:
@@ -116,8 +114,7 @@ def time_converter(fmt: str, assume_utc: bool = False) -> Callable[[Any, str], i
             return parse_iso(value, field, assume_utc)
         raise Reject(
             INVALID_TIME,
-            f"{field} must be epoch milliseconds (integer) or an ISO-8601 string, "
-            f"got {type(value).__name__}",
+            f"{field} must be epoch milliseconds (integer) or an ISO-8601 string, got {type(value).__name__}",
         )
 
     def epoch_ms(value: Any, field: str) -> int:
@@ -148,7 +145,7 @@ def time_converter(fmt: str, assume_utc: bool = False) -> Callable[[Any, str], i
             return parse_iso(value, field, assume_utc)
         raise _wrong_form(field, "iso8601", "an ISO-8601 string", value)
 
-    converters: Dict[str, Callable[[Any, str], int]] = {
+    converters: dict[str, Callable[[Any, str], int]] = {
         "auto": auto,
         "epoch_ms": epoch_ms,
         "epoch_s": epoch_s,
@@ -159,7 +156,7 @@ def time_converter(fmt: str, assume_utc: bool = False) -> Callable[[Any, str], i
     return converters[fmt]
 
 
-def unit_hint(raw: Any, fmt: str, min_ms: int, now_ms: int, format_var: str) -> Optional[str]:
+def unit_hint(raw: Any, fmt: str, min_ms: int, now_ms: int, format_var: str) -> str | None:
     """When ``raw`` is a number that is implausible in ``fmt`` but plausible in
     another unit: ``looks like epoch seconds: set CLICKS_TIME_FORMAT=epoch_s``."""
     if not _is_number(raw):

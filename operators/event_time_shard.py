@@ -24,8 +24,9 @@ the shards emit into results and late clicks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream
@@ -37,7 +38,7 @@ from operators.records import END_OF_TIME_MS, Click, DecodedBatch, LateClick
 RESULT = 0
 LATE = 1
 
-Emitted = List[Tuple[int, Any]]
+Emitted = list[tuple[int, Any]]
 
 
 def closed_through(watermark: int, window_ms: int, lateness_ms: int) -> int:
@@ -51,7 +52,7 @@ def closed_through(watermark: int, window_ms: int, lateness_ms: int) -> int:
 class EventTimeShardLogic(op.StatefulBatchLogic):
     """One shard of a windowed job: feed clicks, close by the clicks watermark."""
 
-    def __init__(self, progress_state: Optional[tuple]):
+    def __init__(self, progress_state: tuple | None):
         self.clicks = InputProgress(progress_state)
 
     # -- to implement ----------------------------------------------------
@@ -64,7 +65,7 @@ class EventTimeShardLogic(op.StatefulBatchLogic):
         raise NotImplementedError
 
     # -- Bytewax callbacks ------------------------------------------------
-    def on_batch(self, values: List[ShardInput]):
+    def on_batch(self, values: list[ShardInput]):
         out: Emitted = []
         clicks = self.clicks
         for inp in values:
@@ -89,14 +90,14 @@ class ShardedWindowsOut:
     """What the shards of :func:`sharded_windows` emitted, per shard activation."""
 
     #: (shard key, the non-empty list of results of one activation).
-    results: Stream[Tuple[str, list]]
-    late: Stream[List[LateClick]]
+    results: Stream[tuple[str, list]]
+    late: Stream[list[LateClick]]
 
 
 def sharded_windows(
     step_id: str,
     clicks: Stream[DecodedBatch],
-    logic_builder: Callable[[Optional[Any]], EventTimeShardLogic],
+    logic_builder: Callable[[Any | None], EventTimeShardLogic],
     shards: int,
 ) -> ShardedWindowsOut:
     """Route ``clicks`` batches to ``shards`` state shards, run one
@@ -120,7 +121,7 @@ def sharded_windows(
     return ShardedWindowsOut(results, late)
 
 
-def _split_keyed(keyed: Tuple[str, Emitted]) -> Tuple[str, list, list]:
+def _split_keyed(keyed: tuple[str, Emitted]) -> tuple[str, list, list]:
     """(shard, results, late clicks) of one shard activation."""
     shard, emitted = keyed
     results = [item for tag, item in emitted if tag == RESULT]
@@ -128,9 +129,9 @@ def _split_keyed(keyed: Tuple[str, Emitted]) -> Tuple[str, list, list]:
     return shard, results, late
 
 
-def _results_of(split: Tuple[str, list, list]) -> Optional[Tuple[str, list]]:
+def _results_of(split: tuple[str, list, list]) -> tuple[str, list] | None:
     return (split[0], split[1]) if split[1] else None
 
 
-def _late_of(split: Tuple[str, list, list]) -> Optional[list]:
+def _late_of(split: tuple[str, list, list]) -> list | None:
     return split[2] or None

@@ -28,7 +28,6 @@ the click's lineage: it identifies each output record uniquely.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Union
 
 import orjson
 
@@ -68,7 +67,7 @@ def encode_result(result: JoinResult) -> bytes:
     )
 
 
-def encode_flat(result: JoinResult, shape: FlatShape) -> Union[bytes, str]:
+def encode_flat(result: JoinResult, shape: FlatShape) -> bytes | str:
     """The flat JSON value of one click, or (a ``str``) why it collides."""
     click, profile = result
     out = orjson.loads(click.value)
@@ -106,13 +105,13 @@ def _collision_dead_letter(result: JoinResult, detail: str, dlq_topic: str) -> O
 
 
 def encode_results(
-    results: List[JoinResult],
+    results: list[JoinResult],
     joined_topic: str,
-    unmatched_topic: Optional[str],
-    flat: Optional[FlatShape] = None,
-    dlq_topic: Optional[str] = None,
+    unmatched_topic: str | None,
+    flat: FlatShape | None = None,
+    dlq_topic: str | None = None,
     pairs: bool = False,
-) -> List[OutMessage]:
+) -> list[OutMessage]:
     """Messages for a list of results.
 
     ``unmatched_topic=None`` is left-join output: every click goes to
@@ -122,7 +121,7 @@ def encode_results(
     ``pairs``: a click may have several results (interval join), so a matched
     result's lineage names the profile version too.
     """
-    out = []
+    out: list[OutMessage] = []
     append = out.append
     joined = unmatched = 0
     for result in results:
@@ -134,7 +133,7 @@ def encode_results(
             if type(encoded) is str:
                 append(_collision_dead_letter(result, encoded, dlq_topic or ""))
                 continue
-            value = encoded
+            value = encoded  # type: ignore[assignment]  # bytes: mypy does not narrow on `type(x) is not str`
         if result.profile is None:
             unmatched += 1
             topic = unmatched_topic or joined_topic

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-RECORDS_IN = Counter(
-    "clickstream_records_in", "Input records read, valid or not", ["topic"]
-)
+RECORDS_IN = Counter("clickstream_records_in", "Input records read, valid or not", ["topic"])
 DEAD_LETTERED = Counter(
     "clickstream_dead_lettered", "Records sent to the dead-letter topic", ["topic", "reason"]
 )

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 from operators.records import (
     BEGINNING_OF_TIME_MS,
@@ -50,7 +50,7 @@ class ShardInput(NamedTuple):
     partition: int
     partition_count: int
     items: list
-    max_event_ms: Optional[int]
+    max_event_ms: int | None
     status: PartitionStatus
     polled_at_ms: int
 
@@ -68,7 +68,7 @@ class ShardRouter:
         side: int,
         shards: int,
         progress_interval_s: float = 0.1,
-        caught_up_interval_s: Optional[float] = None,
+        caught_up_interval_s: float | None = None,
     ):
         """:arg progress_interval_s: least time between two broadcasts of one
             partition's position while it is read.
@@ -85,13 +85,13 @@ class ShardRouter:
             progress_interval_s if caught_up_interval_s is None else caught_up_interval_s
         )
         # (partition) -> (monotonic time of last broadcast, status then)
-        self._last: Dict[int, Tuple[float, PartitionStatus]] = {}
+        self._last: dict[int, tuple[float, PartitionStatus]] = {}
 
-    def route(self, batch: DecodedBatch) -> List[Tuple[str, ShardInput]]:
+    def route(self, batch: DecodedBatch) -> list[tuple[str, ShardInput]]:
         shards = self.shards
         keys = self.keys
         crc32 = zlib.crc32
-        groups: Dict[int, list] = {}
+        groups: dict[int, list] = {}
         for item in batch.items:
             index = crc32(item.key.encode()) % shards
             group = groups.get(index)
@@ -136,11 +136,11 @@ class ShardRouter:
 class InputProgress:
     """The event-time watermark of one input (all partitions of one topic)."""
 
-    __slots__ = ("partition_wm", "partition_count", "watermark")
+    __slots__ = ("partition_count", "partition_wm", "watermark")
 
     def __init__(self, state=None):
         if state is None:
-            self.partition_wm: Dict[int, int] = {}
+            self.partition_wm: dict[int, int] = {}
             self.partition_count = 0
         else:
             self.partition_wm, self.partition_count = dict(state[0]), state[1]
@@ -178,5 +178,3 @@ class InputProgress:
 
     def snapshot(self):
         return (dict(self.partition_wm), self.partition_count)
-
-

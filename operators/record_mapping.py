@@ -26,19 +26,20 @@ Rules:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Optional, Tuple, Union
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 
 from operators.event_parsing import (
     DEFAULT_EVENT_TIME_MIN_MS,
-    MAX_FUTURE_SKEW_MS,
     EMPTY_VALUE,
     INVALID_JSON,
     INVALID_TIME,
     INVALID_USER_ID,
+    MAX_FUTURE_SKEW_MS,
     MISSING_USER_ID,
     NOT_AN_OBJECT,
     Reject,
@@ -56,7 +57,7 @@ MESSAGE_KEY = "@key"
 MESSAGE_TIMESTAMP = "@timestamp"
 
 #: A parser: (record, topic, processing time in epoch ms) -> event or dead letter.
-Parser = Callable[[SourceRecord, str, int], Union[Event, DeadLetter]]
+Parser = Callable[[SourceRecord, str, int], Event | DeadLetter]
 _MISSING = object()
 
 
@@ -77,7 +78,7 @@ class RecordMapping:
     event_time_min_ms: int = DEFAULT_EVENT_TIME_MIN_MS
     #: Top-level fields of the value to keep (the value is re-encoded with only
     #: these); None keeps the original bytes unchanged.
-    keep_fields: Optional[Tuple[str, ...]] = None
+    keep_fields: tuple[str, ...] | None = None
 
     @property
     def stage(self) -> str:
@@ -89,7 +90,7 @@ class RecordMapping:
         return f"{self.role.upper()}_TIME_FORMAT"
 
 
-def split_path(path: str) -> Tuple[str, ...]:
+def split_path(path: str) -> tuple[str, ...]:
     """``customer.id`` -> ``("customer", "id")``; raises ValueError on an empty part."""
     parts = tuple(path.split("."))
     if not path or any(not p for p in parts):
@@ -97,7 +98,7 @@ def split_path(path: str) -> Tuple[str, ...]:
     return parts
 
 
-def _lookup(obj: dict, path: Tuple[str, ...]) -> Any:
+def _lookup(obj: dict, path: tuple[str, ...]) -> Any:
     """The value at ``path``, or ``_MISSING`` (absent, or a path through a non-object)."""
     value: Any = obj
     for part in path:
@@ -185,12 +186,13 @@ def make_parser(mapping: RecordMapping, fast: bool = True) -> Parser:
                 raise
             if hint not in hinted:
                 hinted.add(hint)
-                log.warning("%s: %s %r is implausible: %s (records dead-lettered)",
-                            mapping.role, time_name, raw, hint)
+                log.warning(
+                    "%s: %s %r is implausible: %s (records dead-lettered)", mapping.role, time_name, raw, hint
+                )
             raise Reject(rej.reason, f"{rej.detail}: {hint}") from None
         return ts
 
-    def finish(obj: dict, record: SourceRecord, topic: str, now_ms: int) -> Union[Event, DeadLetter]:
+    def finish(obj: dict, record: SourceRecord, topic: str, now_ms: int) -> Event | DeadLetter:
         """Key and time of a decoded object, with a reason for each failure."""
         try:
             key = read_key(obj, record)
@@ -200,7 +202,7 @@ def make_parser(mapping: RecordMapping, fast: bool = True) -> Parser:
         value = record.value if keep is None else orjson.dumps({f: obj[f] for f in keep if f in obj})
         return new_event((key, ts_ms, value, topic, record.partition, record.offset, record.key))
 
-    def checked(record: SourceRecord, topic: str, now_ms: int) -> Union[Event, DeadLetter]:
+    def checked(record: SourceRecord, topic: str, now_ms: int) -> Event | DeadLetter:
         """Every rule, with a reason for each failure (the slow path)."""
         value = record.value
         try:
@@ -227,10 +229,10 @@ def make_parser(mapping: RecordMapping, fast: bool = True) -> Parser:
     max_skew = MAX_FUTURE_SKEW_MS
     iso = fmt in ("auto", "iso8601")
     fromisoformat = datetime.fromisoformat
-    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
     one_ms = timedelta(milliseconds=1)
 
-    def parse(record: SourceRecord, topic: str, now_ms: int) -> Union[Event, DeadLetter]:
+    def parse(record: SourceRecord, topic: str, now_ms: int) -> Event | DeadLetter:
         value = record.value
         if value:
             try:
@@ -259,17 +261,16 @@ def make_parser(mapping: RecordMapping, fast: bool = True) -> Parser:
                         return finish(obj, record, topic, now_ms)
                     ts_ms = (parsed - epoch) // one_ms
                 elif raw is _MISSING and fallback_to_timestamp:
-                    ts_ms = record.timestamp_ms
-                    if ts_ms is None:
+                    stamp = record.timestamp_ms
+                    if stamp is None:
                         return finish(obj, record, topic, now_ms)
+                    ts_ms = stamp
                 else:
                     return finish(obj, record, topic, now_ms)
                 if min_ms <= ts_ms <= now_ms + max_skew:
                     if keep is not None:
                         value = orjson.dumps({f: obj[f] for f in keep if f in obj})
-                    return new_event(
-                        (key, ts_ms, value, topic, record.partition, record.offset, record.key)
-                    )
+                    return new_event((key, ts_ms, value, topic, record.partition, record.offset, record.key))
                 return finish(obj, record, topic, now_ms)
         return checked(record, topic, now_ms)
 

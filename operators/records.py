@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from enum import IntEnum
 from functools import partial
-from typing import List, NamedTuple, Optional, Tuple
+from typing import NamedTuple, final
 
-Headers = List[Tuple[str, bytes]]
+Headers = list[tuple[str, bytes]]
 
 #: Watermark value meaning "this input will never produce anything again".
 END_OF_TIME_MS = 2**62
@@ -36,11 +36,11 @@ class SourceRecord(NamedTuple):
 
     partition: int
     offset: int
-    key: Optional[bytes]
-    value: Optional[bytes]
+    key: bytes | None
+    value: bytes | None
     #: Kafka message timestamp in epoch ms, or None when the broker has none.
-    timestamp_ms: Optional[int]
-    headers: Optional[Headers] = None
+    timestamp_ms: int | None
+    headers: Headers | None = None
 
 
 class SourceBatch(NamedTuple):
@@ -55,7 +55,7 @@ class SourceBatch(NamedTuple):
     #: How many partitions the topic has (so a consumer of progress reports
     #: knows when it has heard from all of them).
     partition_count: int
-    records: List[SourceRecord]
+    records: list[SourceRecord]
     status: PartitionStatus
     #: Wall clock (epoch ms) when the poll returned.
     polled_at_ms: int
@@ -79,7 +79,7 @@ class Event(NamedTuple):
     partition: int
     offset: int
     #: The original Kafka message key (for outputs that must keep it, e.g. late clicks).
-    message_key: Optional[bytes] = None
+    message_key: bytes | None = None
 
 
 #: The roles an event plays in this package's jobs (same type, clearer signatures).
@@ -87,6 +87,7 @@ Click = Event
 ProfileVersion = Event
 
 
+@final  # never subclassed: lets mypy narrow the hot paths' `type(x) is DeadLetter` checks both ways
 class DeadLetter(NamedTuple):
     """A record that could not be processed, with why and where it came from."""
 
@@ -109,9 +110,9 @@ class DecodedBatch(NamedTuple):
     topic: str
     partition: int
     partition_count: int
-    items: List[Decoded]
+    items: list[Decoded]
     #: Largest event time among ``items`` (None when there are none).
-    max_event_ms: Optional[int]
+    max_event_ms: int | None
     status: PartitionStatus
     polled_at_ms: int
 
@@ -120,7 +121,7 @@ class JoinResult(NamedTuple):
     """A click and the profile version it was matched with (or None)."""
 
     click: Click
-    profile: Optional[ProfileVersion]
+    profile: ProfileVersion | None
 
 
 class LateClick(NamedTuple):
@@ -149,12 +150,12 @@ class OutMessage(NamedTuple):
     """A message for the Kafka sink: the topic is chosen per message."""
 
     topic: str
-    key: Optional[bytes]
-    value: Optional[bytes]
-    headers: Optional[Headers] = None
+    key: bytes | None
+    value: bytes | None
+    headers: Headers | None = None
     #: Deterministic id of what this message reports (e.g. the click's
     #: topic/partition/offset): the exactly-once sink writes each id once.
-    lineage: Optional[bytes] = None
+    lineage: bytes | None = None
 
 
 new_source_record = fast_new(SourceRecord)

@@ -13,15 +13,13 @@ profile updates race each other or when users churn.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
-
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 
 from operators.records import Click, JoinResult, ProfileVersion
 
 #: Where a click came from; unique per Kafka record.
-ClickId = Tuple[str, int, int]
+ClickId = tuple[str, int, int]
 
 
 def _user_key(record: Click | ProfileVersion) -> str:
@@ -34,9 +32,9 @@ def _click_id(click: Click) -> ClickId:
 
 
 def _only_new_clicks(
-    last_emitted: Optional[ClickId],
-    row: Tuple[Optional[Click], Optional[ProfileVersion]],
-) -> Tuple[Optional[ClickId], List[JoinResult]]:
+    last_emitted: ClickId | None,
+    row: tuple[Click | None, ProfileVersion | None],
+) -> tuple[ClickId | None, list[JoinResult]]:
     """Keep the row a new click triggered; drop rows a profile update triggered.
 
     A running join re-emits ``(last click, new profile)`` on every profile

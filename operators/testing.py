@@ -29,23 +29,37 @@ without data, and :func:`finished` at the end of every partition::
 from __future__ import annotations
 
 import itertools
-from typing import Dict, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 from operators.records import DecodedBatch, Event, PartitionStatus
 
-_offsets: Dict[Tuple[str, int], "itertools.count[int]"] = {}
+_offsets: dict[tuple[str, int], itertools.count[int]] = {}
 
 
-def event(key: str, ts_ms: int, value: bytes = b"{}", *, topic: str = "clicks",
-          partition: int = 0, offset: Optional[int] = None) -> Event:
+def event(
+    key: str,
+    ts_ms: int,
+    value: bytes = b"{}",
+    *,
+    topic: str = "clicks",
+    partition: int = 0,
+    offset: int | None = None,
+) -> Event:
     """An event; without ``offset``, the next one of its (topic, partition)."""
     if offset is None:
         offset = next(_offsets.setdefault((topic, partition), itertools.count()))
     return Event(key, ts_ms, value, topic, partition, offset)
 
 
-def batch(topic: str, events: Sequence[Event], *, partition: int = 0, partitions: int = 1,
-          status: PartitionStatus = PartitionStatus.READING, polled_at_ms: int = 0) -> DecodedBatch:
+def batch(
+    topic: str,
+    events: Sequence[Event],
+    *,
+    partition: int = 0,
+    partitions: int = 1,
+    status: PartitionStatus = PartitionStatus.READING,
+    polled_at_ms: int = 0,
+) -> DecodedBatch:
     """One poll of ``topic``'s ``partition`` (of ``partitions``) that read ``events``."""
     max_ts = max((e.ts_ms for e in events), default=None)
     return DecodedBatch(topic, partition, partitions, list(events), max_ts, status, polled_at_ms)
@@ -53,8 +67,7 @@ def batch(topic: str, events: Sequence[Event], *, partition: int = 0, partitions
 
 def progress(topic: str, watermark_ms: int, *, partition: int = 0, partitions: int = 1) -> DecodedBatch:
     """A poll with no data after which the partition's watermark is ``watermark_ms``."""
-    return DecodedBatch(topic, partition, partitions, [], watermark_ms + 1,
-                        PartitionStatus.READING, 0)
+    return DecodedBatch(topic, partition, partitions, [], watermark_ms + 1, PartitionStatus.READING, 0)
 
 
 def finished(topic: str, *, partition: int = 0, partitions: int = 1) -> DecodedBatch:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Dict, List, NamedTuple, Tuple
+from typing import NamedTuple
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
@@ -34,7 +34,7 @@ from operators.event_time_shard import (
 )
 from operators.records import BEGINNING_OF_TIME_MS, Click, DecodedBatch, LateClick
 
-Ranking = List[Tuple[str, int]]
+Ranking = list[tuple[str, int]]
 
 
 class WindowTop(NamedTuple):
@@ -51,10 +51,10 @@ class ShardReport(NamedTuple):
 
     shard: str
     closed_through_ms: int
-    windows: Dict[int, Ranking]
+    windows: dict[int, Ranking]
 
 
-def rank(counts: Dict[str, int], n: int) -> Ranking:
+def rank(counts: dict[str, int], n: int) -> Ranking:
     """Top ``n`` of ``counts``: clicks descending, then user id ascending."""
     return heapq.nsmallest(n, counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
@@ -68,7 +68,7 @@ class WindowCountLogic(EventTimeShardLogic):
         self.lateness_ms = lateness_ms
         self.top_n = top_n
         if state is None:
-            self.counts: Dict[int, Dict[str, int]] = {}
+            self.counts: dict[int, dict[str, int]] = {}
             self.closed_ms = BEGINNING_OF_TIME_MS
         else:
             self.counts = {ws: dict(users) for ws, users in state[1].items()}
@@ -111,15 +111,17 @@ class TopMergeLogic(op.StatefulBatchLogic):
         self.window_ms = window_ms
         self.top_n = top_n
         if state is None:
-            self.closed: Dict[str, int] = {}
-            self.partial: Dict[int, Ranking] = {}
+            self.closed: dict[str, int] = {}
+            self.partial: dict[int, Ranking] = {}
         else:
             self.closed = dict(state[0])
             self.partial = {ws: list(r) for ws, r in state[1].items()}
 
-    def on_batch(self, reports: List[ShardReport]):
+    def on_batch(self, reports: list[ShardReport]):
         for report in reports:
-            self.closed[report.shard] = max(report.closed_through_ms, self.closed.get(report.shard, BEGINNING_OF_TIME_MS))
+            self.closed[report.shard] = max(
+                report.closed_through_ms, self.closed.get(report.shard, BEGINNING_OF_TIME_MS)
+            )
             for start, ranking in report.windows.items():
                 self.partial.setdefault(start, []).extend(ranking)
         if len(self.closed) < self.shards:
@@ -128,7 +130,7 @@ class TopMergeLogic(op.StatefulBatchLogic):
         final = sorted(start for start in self.partial if start + self.window_ms <= through)
         out = []
         for start in final:
-            merged: Dict[str, int] = {}
+            merged: dict[str, int] = {}
             for user, clicks in self.partial.pop(start):
                 merged[user] = merged.get(user, 0) + clicks
             out.append(WindowTop(start, start + self.window_ms, rank(merged, self.top_n)))
@@ -142,8 +144,8 @@ class TopMergeLogic(op.StatefulBatchLogic):
 class TopUsersOut:
     """Per-window top lists, and the clicks that arrived after their window closed."""
 
-    windows: Stream[List[WindowTop]]
-    late: Stream[List[LateClick]]
+    windows: Stream[list[WindowTop]]
+    late: Stream[list[LateClick]]
 
 
 @operator
@@ -201,7 +203,7 @@ def top_users(
     return TopUsersOut(op.key_rm("unkey_windows", merged), counted.late)
 
 
-def _named_reports(keyed: Tuple[str, List[ShardReport]]) -> List[ShardReport]:
+def _named_reports(keyed: tuple[str, list[ShardReport]]) -> list[ShardReport]:
     """The shard's reports with its name filled in (the logic does not know its key)."""
     shard, reports = keyed
     return [r._replace(shard=shard) for r in reports]

@@ -54,7 +54,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import timedelta
 from operator import itemgetter
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
@@ -77,9 +77,9 @@ class SessionsState(NamedTuple):
 
     clicks_progress: tuple
     #: (user, ((start, end, clicks), ...)) per user with open sessions, sorted by start.
-    open: Tuple[Tuple[str, Tuple[Tuple[int, int, int], ...]], ...]
+    open: tuple[tuple[str, tuple[tuple[int, ...], ...]], ...]
     #: (user, start, end) of each user's last closed session still needed.
-    markers: Tuple[Tuple[str, int, int], ...]
+    markers: tuple[tuple[str, int, int], ...]
 
 
 _start = itemgetter(0)
@@ -88,19 +88,19 @@ _start = itemgetter(0)
 class SessionsLogic(EventTimeShardLogic):
     """One shard of the sessions operator: open sessions and closed markers per user."""
 
-    def __init__(self, gap_ms: int, lateness_ms: int, state: Optional[SessionsState]):
+    def __init__(self, gap_ms: int, lateness_ms: int, state: SessionsState | None):
         super().__init__(None if state is None else _thaw_progress(state.clicks_progress))
         self.gap_ms = gap_ms
         self.lateness_ms = lateness_ms
         #: user -> open sessions [start, end, clicks], sorted by start, more than gap apart.
-        self.open: Dict[str, List[List[int]]] = {}
+        self.open: dict[str, list[list[int]]] = {}
         #: user -> (start, end) of the last closed session, kept while needed.
-        self.markers: Dict[str, Tuple[int, int]] = {}
+        self.markers: dict[str, tuple[int, int]] = {}
         #: user -> the close time of the user's one valid entry in ``close_heap``
         #: (never later than the user's earliest session's close time).
-        self.due: Dict[str, int] = {}
-        self.close_heap: List[Tuple[int, str]] = []
-        self.marker_heap: List[Tuple[int, str]] = []
+        self.due: dict[str, int] = {}
+        self.close_heap: list[tuple[int, str]] = []
+        self.marker_heap: list[tuple[int, str]] = []
         if state is not None:
             for user, sessions in state.open:
                 self.open[user] = [list(s) for s in sessions]
@@ -207,7 +207,7 @@ class SessionsLogic(EventTimeShardLogic):
         self.markers[user] = (start, end)
         heapq.heappush(self.marker_heap, (expiry, user))
 
-    def state_size(self) -> Tuple[int, int, int]:
+    def state_size(self) -> tuple[int, int, int]:
         """(users with open sessions, open sessions, closed markers) held by this shard."""
         return (len(self.open), sum(len(s) for s in self.open.values()), len(self.markers))
 
@@ -229,8 +229,8 @@ def _thaw_progress(progress: tuple) -> tuple:
 class UserSessionsOut:
     """Closed sessions, and the clicks that arrived after their session closed."""
 
-    sessions: Stream[List[Session]]
-    late: Stream[List[LateClick]]
+    sessions: Stream[list[Session]]
+    late: Stream[list[LateClick]]
 
 
 @operator
@@ -270,7 +270,5 @@ def user_sessions(
         raise ValueError("gap must be at least 1 ms")
     if lateness_ms < 0:
         raise ValueError("lateness must not be negative")
-    out = sharded_windows(
-        "sessions", clicks, lambda state: SessionsLogic(gap_ms, lateness_ms, state), shards
-    )
+    out = sharded_windows("sessions", clicks, lambda state: SessionsLogic(gap_ms, lateness_ms, state), shards)
     return UserSessionsOut(op.key_rm("closed", out.results), out.late)

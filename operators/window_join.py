@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import bytewax.operators as op
 import bytewax.operators.windowing as win
@@ -47,7 +47,7 @@ from bytewax.operators.windowing import EventClock, TumblingWindower
 from operators.records import Click, Event, JoinResult, ProfileVersion, new_join_result
 from operators.window_matching import WindowMatchLogic
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 #: Side index of each input in the join's (clicks, profiles) rows.
 _CLICK_SIDE = 0
@@ -59,18 +59,18 @@ class WindowJoinOut:
     """Streams returned by :func:`window_join` (lists: one per window or piece)."""
 
     #: One result per click, late clicks included (with ``profile=None``).
-    joined: Stream[List[JoinResult]]
+    joined: Stream[list[JoinResult]]
     #: Clicks that arrived after their window closed in their shard.
-    late_clicks: Stream[List[Click]]
+    late_clicks: Stream[list[Click]]
     #: Profile versions that arrived after their window closed (not joined).
-    late_profiles: Stream[List[ProfileVersion]]
+    late_profiles: Stream[list[ProfileVersion]]
 
 
 class _Piece(NamedTuple):
     """Events of one input list in one shard and one window, and their latest time."""
 
     ts: datetime
-    events: List[Event]
+    events: list[Event]
 
 
 class _Splitter:
@@ -82,13 +82,13 @@ class _Splitter:
         self.length_ms = length_ms
         self.align_ms = align_ms
 
-    def __call__(self, events: List[Event]) -> List[Tuple[str, _Piece]]:
+    def __call__(self, events: list[Event]) -> list[tuple[str, _Piece]]:
         shards = self.shards
         length = self.length_ms
         align = self.align_ms
         crc32 = zlib.crc32
-        groups: Dict[Tuple[int, int], List[Event]] = {}
-        latest: Dict[Tuple[int, int], int] = {}
+        groups: dict[tuple[int, int], list[Event]] = {}
+        latest: dict[tuple[int, int], int] = {}
         for event in events:
             ts = event.ts_ms
             where = (crc32(event.key.encode()) % shards, (ts - align) // length)
@@ -112,14 +112,14 @@ def _piece_time(piece: _Piece) -> datetime:
 
 
 def _late_events(side: int):
-    def late(id_side_piece: Tuple[int, Tuple[int, _Piece]]) -> Optional[List[Event]]:
+    def late(id_side_piece: tuple[int, tuple[int, _Piece]]) -> list[Event] | None:
         _window_id, (piece_side, piece) = id_side_piece
         return piece.events if piece_side == side else None
 
     return late
 
 
-def _unmatched(clicks: List[Click]) -> List[JoinResult]:
+def _unmatched(clicks: list[Click]) -> list[JoinResult]:
     return [new_join_result((c, None)) for c in clicks]
 
 
@@ -132,8 +132,8 @@ def _check_whole_ms(name: str, value: timedelta) -> None:
 @operator
 def window_join(
     step_id: str,
-    clicks: Stream[List[Click]],
-    profiles: Stream[List[ProfileVersion]],
+    clicks: Stream[list[Click]],
+    profiles: Stream[list[ProfileVersion]],
     *,
     window_length: timedelta,
     wait_for_system_duration: timedelta,
@@ -158,10 +158,7 @@ def window_join(
         msg = f"window_length must be positive; got {window_length!r}"
         raise ValueError(msg)
     if wait_for_system_duration < timedelta(0):
-        msg = (
-            "wait_for_system_duration must not be negative; "
-            f"got {wait_for_system_duration!r}"
-        )
+        msg = f"wait_for_system_duration must not be negative; got {wait_for_system_duration!r}"
         raise ValueError(msg)
     if align_to.tzinfo is None or align_to.utcoffset() is None:
         msg = f"align_to must be a tz-aware datetime; got {align_to!r}"
@@ -175,7 +172,7 @@ def window_join(
 
     wait = wait_for_system_duration
 
-    def wake_at(watermark_time: datetime) -> Optional[datetime]:
+    def wake_at(watermark_time: datetime) -> datetime | None:
         # Bytewax maps a window close time to the wall time to wake up at; the
         # default (the same instant) wakes `wait` too early and busy-polls.
         return watermark_time + wait

@@ -13,7 +13,8 @@ or ``None``. One result per click, one list per window.
 from __future__ import annotations
 
 from bisect import bisect_right
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from collections.abc import Iterable
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.operators.windowing import WindowMetadata
@@ -22,10 +23,10 @@ from operators.records import Click, JoinResult, ProfileVersion, new_join_result
 
 #: A row of the window's product: (click piece or None, profile piece or None);
 #: a piece is anything with the list of its events in ``.events``.
-Row = Tuple[Any, Any]
+Row = tuple[Any, Any]
 
 
-def distinct_pieces(rows: List[Row]) -> Tuple[list, list]:
+def distinct_pieces(rows: list[Row]) -> tuple[list, list]:
     """The click pieces and profile pieces a product of rows was made of.
 
     ``itertools.product`` emits ``(c0, p0), (c0, p1), ..., (c1, p0), ...``:
@@ -47,10 +48,10 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def match_window(
-    click_pieces: Iterable[List[Click]], profile_pieces: Iterable[List[ProfileVersion]]
-) -> List[JoinResult]:
+    click_pieces: Iterable[list[Click]], profile_pieces: Iterable[list[ProfileVersion]]
+) -> list[JoinResult]:
     """Each click with its user's latest version at or before it, in one window."""
-    by_user: Dict[str, List[ProfileVersion]] = {}
+    by_user: dict[str, list[ProfileVersion]] = {}
     for piece in profile_pieces:
         for version in piece:
             versions = by_user.get(version.key)
@@ -58,11 +59,11 @@ def match_window(
                 by_user[version.key] = [version]
             else:
                 versions.append(version)
-    times: Dict[str, List[int]] = {}
+    times: dict[str, list[int]] = {}
     for user, versions in by_user.items():
         versions.sort(key=_ts)  # stable: at equal times the one read later stays last
         times[user] = [v.ts_ms for v in versions]
-    out: List[JoinResult] = []
+    out: list[JoinResult] = []
     append = out.append
     for piece in click_pieces:
         for click in piece:
@@ -79,7 +80,7 @@ def _ts(event: ProfileVersion) -> int:
     return event.ts_ms
 
 
-def _close(rows: List[Row], out: List[List[JoinResult]]) -> None:
+def _close(rows: list[Row], out: list[list[JoinResult]]) -> None:
     clicks, profiles = distinct_pieces(rows)
     results = match_window([c.events for c in clicks], [p.events for p in profiles])
     if results:
@@ -89,11 +90,11 @@ def _close(rows: List[Row], out: List[List[JoinResult]]) -> None:
 class WindowMatchLogic(op.StatefulBatchLogic):
     """One shard: rows of windows not yet closed; a window's results at its close."""
 
-    def __init__(self, state: Optional[Dict[int, List[Row]]]):
-        self.rows: Dict[int, List[Row]] = {} if state is None else state
+    def __init__(self, state: dict[int, list[Row]] | None):
+        self.rows: dict[int, list[Row]] = {} if state is None else state
 
-    def on_batch(self, values: list) -> Tuple[List[List[JoinResult]], bool]:
-        out: List[List[JoinResult]] = []
+    def on_batch(self, values: list) -> tuple[list[list[JoinResult]], bool]:
+        out: list[list[JoinResult]] = []
         rows = self.rows
         for window_id, value in values:
             if isinstance(value, WindowMetadata):
@@ -104,14 +105,14 @@ class WindowMatchLogic(op.StatefulBatchLogic):
                 rows.setdefault(window_id, []).append(value)
         return out, not rows
 
-    def on_eof(self) -> Tuple[List[List[JoinResult]], bool]:
+    def on_eof(self) -> tuple[list[list[JoinResult]], bool]:
         # Bytewax emits a window's metadata right after its rows, so nothing
         # should be left; if a window's metadata ever overtook its rows, its clicks
         # still get their results here.
-        out = []
+        out: list[list[JoinResult]] = []
         for window_id in sorted(self.rows):
             _close(self.rows.pop(window_id), out)
         return out, True
 
-    def snapshot(self) -> Dict[int, List[Row]]:
+    def snapshot(self) -> dict[int, list[Row]]:
         return {window_id: list(rows) for window_id, rows in self.rows.items()}

@@ -13,6 +13,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from clickstream.broker import LocalBroker  # noqa: E402
+
 # Tests start jobs as everything else does: through the one launcher
 # (job_command(job, *bytewax_args); recovery and cluster settings from the env).
 from clickstream.launch import launcher_command as job_command  # noqa: E402,F401

@@ -6,11 +6,11 @@ small JSON body whose fields make the expected output easy to read.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import Iterable, List, Optional, Sequence, Tuple
 
-import orjson
 import bytewax.operators as op
+import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
@@ -46,10 +46,18 @@ def _offset(name: str) -> int:
     return int.from_bytes(name.encode()[:6].ljust(6, b"\0"), "big")
 
 
-def batch(topic: str, items: Sequence, *, partition: int = 0, partitions: int = 1,
-          status: PartitionStatus = PartitionStatus.READING, polled_at_ms: int = T0) -> DecodedBatch:
-    return testing.batch(topic, items, partition=partition, partitions=partitions, status=status,
-                         polled_at_ms=polled_at_ms)
+def batch(
+    topic: str,
+    items: Sequence,
+    *,
+    partition: int = 0,
+    partitions: int = 1,
+    status: PartitionStatus = PartitionStatus.READING,
+    polled_at_ms: int = T0,
+) -> DecodedBatch:
+    return testing.batch(
+        topic, items, partition=partition, partitions=partitions, status=status, polled_at_ms=polled_at_ms
+    )
 
 
 def finished(topic: str, partition: int = 0, partitions: int = 1) -> DecodedBatch:
@@ -64,7 +72,7 @@ def polls(topic: str, *groups: Sequence, partition: int = 0, partitions: int = 1
     return out
 
 
-def summarise(results: Iterable[JoinResult]) -> List[Tuple[str, str, Optional[str]]]:
+def summarise(results: Iterable[JoinResult]) -> list[tuple[str, str, str | None]]:
     """(user, click name, matched tier or None), sorted: the readable join outcome."""
     out = []
     for result in results:
@@ -83,7 +91,7 @@ def run_asof(
     lateness_s: float = 60,
     shards: int = 4,
     workers: int = 1,
-) -> List[JoinResult]:
+) -> list[JoinResult]:
     """Run the as-of join on TestingSource inputs; return every result."""
     flow = Dataflow("asof_story")
     clicks = op.input("clicks", flow, TestingSource(click_input))

@@ -146,13 +146,11 @@ def test_result_does_not_depend_on_how_topics_interleave(workers):
     expected = [("fay", "a", "v1"), ("fay", "b", "v2"), ("gus", "c", "g")]
 
     clicks_first = polls(CLICKS_TOPIC, story_clicks)
-    profiles_late = [pause(0.3)] + polls(
-        PROFILES_TOPIC, story_profiles[:1], story_profiles[1:]
-    )
+    profiles_late = [pause(0.3), *polls(PROFILES_TOPIC, story_profiles[:1], story_profiles[1:])]
     assert summarise(run_asof(clicks_first, profiles_late, workers=workers)) == expected
 
     profiles_first = polls(PROFILES_TOPIC, story_profiles)
-    clicks_late = [pause(0.3)] + polls(CLICKS_TOPIC, story_clicks[:2], story_clicks[2:])
+    clicks_late = [pause(0.3), *polls(CLICKS_TOPIC, story_clicks[:2], story_clicks[2:])]
     assert summarise(run_asof(clicks_late, profiles_first, workers=workers)) == expected
 
 
@@ -248,14 +246,20 @@ def test_snapshot_repickles_only_changed_buckets_and_restores_everything():
 
     logic.on_batch([_shard_input(PROFILES, [profile("user-7", 50, "v50")])])
     second = logic.snapshot()
-    changed = [i for i, (a, b) in enumerate(zip(first.version_buckets, second.version_buckets)) if a is not b]
+    changed = [
+        i
+        for i, (a, b) in enumerate(zip(first.version_buckets, second.version_buckets, strict=False))
+        if a is not b
+    ]
     assert changed == [snapshot_bucket("user-7")]
     assert logic.snapshot().version_buckets == second.version_buckets  # nothing new
 
     restored = AsofJoinLogic(100_000, 30, 0, second)
     assert restored.versions == logic.versions
     assert restored.state_size() == (40, 41, 0)
-    assert all(a is b for a, b in zip(restored.snapshot().version_buckets, second.version_buckets))
+    assert all(
+        a is b for a, b in zip(restored.snapshot().version_buckets, second.version_buckets, strict=False)
+    )
     # Clicks at t=150 s: every v0 (expired at 100 s) is evicted, user-7 keeps v50.
     out, _ = restored.on_batch(
         [

@@ -27,12 +27,19 @@ from story import T0
 NOW = T0 + 86_400_000
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
-user_ids = st.one_of(st.text(max_size=10), st.integers(), st.floats(allow_nan=False), st.booleans(), st.none(), json_values)
+user_ids = st.one_of(
+    st.text(max_size=10), st.integers(), st.floats(allow_nan=False), st.booleans(), st.none(), json_values
+)
 times = st.one_of(
     st.integers(min_value=-(2**62), max_value=2**62),
     st.text(max_size=30),
@@ -40,7 +47,9 @@ times = st.one_of(
     st.floats(allow_nan=False),
     st.none(),
 )
-objects = st.fixed_dictionaries({}, optional={"user_id": user_ids, "ts": times, "updated_at": times, "x": json_values})
+objects = st.fixed_dictionaries(
+    {}, optional={"user_id": user_ids, "ts": times, "updated_at": times, "x": json_values}
+)
 
 
 def record(value, timestamp_ms=T0) -> SourceRecord:
@@ -74,7 +83,12 @@ def test_any_json_object_is_valid_or_dead_lettered_never_raise(obj, message_ts):
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.one_of(st.binary(max_size=60), objects.map(lambda o: json.dumps(o).encode()), st.none()), max_size=30))
+@given(
+    st.lists(
+        st.one_of(st.binary(max_size=60), objects.map(lambda o: json.dumps(o).encode()), st.none()),
+        max_size=30,
+    )
+)
 def test_decoding_a_batch_accounts_for_every_record(values):
     records = [SourceRecord(0, i, None, v, T0, None) for i, v in enumerate(values)]
     batch = SourceBatch("t", 0, 1, records, PartitionStatus.READING, NOW)
@@ -91,7 +105,7 @@ def malformed_records(n: int, rng: random.Random):
     huge = orjson.dumps({"user_id": "big", "ts": T0, "blob": "x" * 1_100_000})
     makers = [
         (lambda i: (b"k%d" % i, b"{not json %d" % i), "invalid_json"),
-        (lambda i: (None, b"{\"user_id\": \"\xff\xfe%d\"}" % i), "invalid_json"),
+        (lambda i: (None, b'{"user_id": "\xff\xfe%d"}' % i), "invalid_json"),
         (lambda i: (b"k", orjson.dumps([i, "list"])), "not_an_object"),
         (lambda i: (b"k", orjson.dumps(i)), "not_an_object"),
         (lambda i: (None, orjson.dumps({"ts": T0 + i})), "missing_user_id"),
@@ -101,7 +115,10 @@ def malformed_records(n: int, rng: random.Random):
         (lambda i: (b"k", orjson.dumps({"user_id": f"u{i}", "ts": "noon"})), "invalid_time"),
         (lambda i: (b"k", orjson.dumps({"user_id": f"u{i}", "ts": 4_000_000_000_000 + i})), "invalid_time"),
         (lambda i: (b"k", orjson.dumps({"user_id": f"u{i}", "ts": -1 - i})), "invalid_time"),
-        (lambda i: (b"k", orjson.dumps({"user_id": f"u{i}", "ts": "1960-01-01T00:00:00+00:00"})), "invalid_time"),
+        (
+            lambda i: (b"k", orjson.dumps({"user_id": f"u{i}", "ts": "1960-01-01T00:00:00+00:00"})),
+            "invalid_time",
+        ),
         (lambda i: (b"k%d" % i, None), "empty_value"),
     ]
     out = []
@@ -121,9 +138,13 @@ def test_ten_thousand_malformed_records_all_reach_the_dlq(broker, topic_names):
     t = topic_names("clicks", "profiles", "joined", "dlq")
     broker.create_topics({t["clicks"]: 3, t["profiles"]: 1, t["joined"]: 2, t["dlq"]: 1})
     bad = malformed_records(10_000, rng)
-    good = [(f"u{i % 50}".encode(), orjson.dumps({"user_id": f"u{i % 50}", "ts": T0 + i, "n": i})) for i in range(2000)]
-    producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 5,
-                         "message.max.bytes": 4_000_000})
+    good = [
+        (f"u{i % 50}".encode(), orjson.dumps({"user_id": f"u{i % 50}", "ts": T0 + i, "n": i}))
+        for i in range(2000)
+    ]
+    producer = Producer(
+        {"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 5, "message.max.bytes": 4_000_000}
+    )
     mixed = [(k, v) for k, v, _ in bad] + good
     rng.shuffle(mixed)
     for key, value in mixed:
@@ -133,11 +154,19 @@ def test_ten_thousand_malformed_records_all_reach_the_dlq(broker, topic_names):
 
     proc = subprocess.run(
         job_command("clicks", "-w", "2"),
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
-             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "KAFKA_TAIL": "false",
-             "CLICKS_TOPIC": t["clicks"], "PROFILES_TOPIC": t["profiles"],
-             "JOINED_TOPIC": t["joined"], "DLQ_TOPIC": t["dlq"]},
-        capture_output=True, text=True, timeout=300,
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(ROOT),
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "KAFKA_TAIL": "false",
+            "CLICKS_TOPIC": t["clicks"],
+            "PROFILES_TOPIC": t["profiles"],
+            "JOINED_TOPIC": t["joined"],
+            "DLQ_TOPIC": t["dlq"],
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     dead = read_all(broker.bootstrap_servers, t["dlq"], timeout_s=60)
@@ -159,12 +188,20 @@ def test_a_record_the_broker_rejects_stops_the_job_loudly(broker, topic_names):
     assert producer.flush(30) == 0
     proc = subprocess.run(
         job_command("clicks"),
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
-             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "KAFKA_TAIL": "false",
-             "KAFKA_MESSAGE_MAX_BYTES": "4000",
-             "CLICKS_TOPIC": t["clicks"], "PROFILES_TOPIC": t["profiles"],
-             "JOINED_TOPIC": t["joined"], "DLQ_TOPIC": t["dlq"]},
-        capture_output=True, text=True, timeout=120,
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(ROOT),
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "KAFKA_TAIL": "false",
+            "KAFKA_MESSAGE_MAX_BYTES": "4000",
+            "CLICKS_TOPIC": t["clicks"],
+            "PROFILES_TOPIC": t["profiles"],
+            "JOINED_TOPIC": t["joined"],
+            "DLQ_TOPIC": t["dlq"],
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert "DeliveryError" in proc.stderr and t["joined"] in proc.stderr

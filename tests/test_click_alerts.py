@@ -18,20 +18,19 @@ import subprocess
 import sys
 from datetime import timedelta
 
+import bytewax.operators as op
 import orjson
 import pytest
-import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from dataflows.settings import AlertsSettings, ConfigError, load_settings
+from conftest import ROOT
 from dataflows.alerts import alert_message, check_windows
+from dataflows.settings import AlertsSettings, ConfigError, load_settings
 from operators.click_alerts import RateAlert, RateCountLogic, click_alerts
 from operators.progress import CLICKS, ShardInput
 from operators.records import PartitionStatus
 from story import CLICKS_TOPIC, T0, click, polls
-
-from conftest import ROOT
 
 WORKERS = [1, 2]
 
@@ -147,9 +146,7 @@ def test_a_very_late_click_is_reported_late_and_no_alert_is_emitted_again(worker
     click at 200 closes all of them (closed through 160). The click at 74
     belongs only to closed windows: reported late naming [20, 80), not
     counted, and no window is emitted a second time."""
-    batches = polls(
-        CLICKS_TOPIC, [ann(70), ann(71), ann(72), ann(73)], [ann(200)], [ann(74, "too-late")]
-    )
+    batches = polls(CLICKS_TOPIC, [ann(70), ann(71), ann(72), ann(73)], [ann(200)], [ann(74, "too-late")])
     assert run_alerts(batches, lateness_s=30, workers=workers) == (
         [("ann", start, start + 60, 4) for start in (20, 30, 40, 50, 60, 70)],
         [("too-late", 20, 80, 199_999)],
@@ -266,7 +263,10 @@ def test_alert_message_encoding():
 @pytest.mark.parametrize(
     "env,message",
     [
-        ({"RATE_SLIDE_SECONDS": "7"}, "RATE_WINDOW_SECONDS: must be a whole multiple of RATE_SLIDE_SECONDS (got 60 and 7)"),
+        (
+            {"RATE_SLIDE_SECONDS": "7"},
+            "RATE_WINDOW_SECONDS: must be a whole multiple of RATE_SLIDE_SECONDS (got 60 and 7)",
+        ),
         ({"RATE_WINDOW_SECONDS": "0.0015"}, "RATE_WINDOW_SECONDS: must be a whole number of milliseconds"),
     ],
 )
@@ -275,7 +275,9 @@ def test_window_settings_are_checked(env, message):
     with pytest.raises(ConfigError) as info:
         check_windows(settings)
     assert str(info.value).startswith("invalid configuration:\n  " + message)
-    check_windows(load_settings(AlertsSettings, {"RATE_WINDOW_SECONDS": "0.9", "RATE_SLIDE_SECONDS": "0.3"})[0])
+    check_windows(
+        load_settings(AlertsSettings, {"RATE_WINDOW_SECONDS": "0.9", "RATE_SLIDE_SECONDS": "0.3"})[0]
+    )
 
 
 def test_the_job_exits_with_one_clear_message_when_the_window_is_not_a_multiple_of_the_slide():

@@ -17,8 +17,16 @@ from conftest import ROOT, job_command
 
 pytestmark = pytest.mark.broker
 
-OPTIONS = GenerateOptions(users=120, clicks=4000, versions_per_user=3, seed=21, bad_fraction=0.02,
-                          unknown_fraction=0.05, span_seconds=3 * 3600, profiles_first=False)
+OPTIONS = GenerateOptions(
+    users=120,
+    clicks=4000,
+    versions_per_user=3,
+    seed=21,
+    bad_fraction=0.02,
+    unknown_fraction=0.05,
+    span_seconds=3 * 3600,
+    profiles_first=False,
+)
 
 
 def run(job: str, env: dict, processes: int) -> None:
@@ -28,8 +36,12 @@ def run(job: str, env: dict, processes: int) -> None:
     else:
         addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
         procs = [
-            subprocess.Popen(job_command(job), stderr=subprocess.PIPE, text=True,
-                             env={**env, "BYTEWAX_ADDRESSES": addresses, "BYTEWAX_PROCESS_ID": str(i)})
+            subprocess.Popen(
+                job_command(job),
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**env, "BYTEWAX_ADDRESSES": addresses, "BYTEWAX_PROCESS_ID": str(i)},
+            )
             for i in range(processes)
         ]
     for proc in procs:
@@ -63,9 +75,14 @@ def inputs(broker):
 
 
 def env_for(broker, **settings) -> dict:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
-            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "KAFKA_TAIL": "false",
-            "PROFILE_TTL_SECONDS": "1800", **settings}
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "KAFKA_TAIL": "false",
+        "PROFILE_TTL_SECONDS": "1800",
+        **settings,
+    }
 
 
 def test_clicks_job_on_two_processes_equals_one_worker(broker, inputs, topic_names):
@@ -74,9 +91,19 @@ def test_clicks_job_on_two_processes_equals_one_worker(broker, inputs, topic_nam
     for processes in (1, 2):
         t = topic_names("joined", "unmatched", "dlq")
         broker.create_topics({t["joined"]: 3, t["unmatched"]: 1, t["dlq"]: 1})
-        run("clicks", env_for(broker, CLICKS_TOPIC=clicks, PROFILES_TOPIC=profiles, JOIN_MODE="inner",
-                              JOINED_TOPIC=t["joined"], UNMATCHED_TOPIC=t["unmatched"], DLQ_TOPIC=t["dlq"]),
-            processes)
+        run(
+            "clicks",
+            env_for(
+                broker,
+                CLICKS_TOPIC=clicks,
+                PROFILES_TOPIC=profiles,
+                JOIN_MODE="inner",
+                JOINED_TOPIC=t["joined"],
+                UNMATCHED_TOPIC=t["unmatched"],
+                DLQ_TOPIC=t["dlq"],
+            ),
+            processes,
+        )
         results.append(outputs(broker, t.values()))
     one, two = results
     assert sum(one["joined"].values()) > 1000 and sum(one["unmatched"].values()) > 100
@@ -90,8 +117,18 @@ def test_top_users_job_on_two_processes_equals_one_worker(broker, inputs, topic_
     for processes in (1, 2):
         t = topic_names("top", "late", "dlq")
         broker.create_topics({t["top"]: 1, t["late"]: 1, t["dlq"]: 1})
-        run("top_users", env_for(broker, CLICKS_TOPIC=clicks, TOP_USERS_TOPIC=t["top"],
-                                 LATE_TOPIC=t["late"], DLQ_TOPIC=t["dlq"], TOP_N="5"), processes)
+        run(
+            "top_users",
+            env_for(
+                broker,
+                CLICKS_TOPIC=clicks,
+                TOP_USERS_TOPIC=t["top"],
+                LATE_TOPIC=t["late"],
+                DLQ_TOPIC=t["dlq"],
+                TOP_N="5",
+            ),
+            processes,
+        )
         results.append(outputs(broker, t.values()))
     one, two = results
     assert sum(one["top"].values()) == 6  # 3 h in 30-minute windows

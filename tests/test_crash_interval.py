@@ -13,7 +13,6 @@ import random
 import signal
 import threading
 import time
-from collections import Counter
 
 import orjson
 import pytest
@@ -62,8 +61,11 @@ def expected_lineages(bootstrap: str, clicks_topic: str, profiles_topic: str) ->
         body = orjson.loads(rec.value)
         click = f"{clicks_topic}/{rec.partition}/{rec.offset}"
         t = body["ts"]
-        matches = [coords for v, coords in versions.get(body["user_id"], [])
-                   if t - BEFORE_S * 1000 <= v <= t + AFTER_S * 1000]
+        matches = [
+            coords
+            for v, coords in versions.get(body["user_id"], [])
+            if t - BEFORE_S * 1000 <= v <= t + AFTER_S * 1000
+        ]
         out |= {f"{click}|{m}".encode() for m in matches} or {click.encode()}
     return out
 
@@ -82,11 +84,19 @@ def test_interval_join_killed_repeatedly_writes_each_pair_exactly_once(broker, t
     assert producer.flush(30) == 0
     producing = produce_live_clicks(broker.bootstrap_servers, t["clicks"], 3000, KILLS * 2.0, rng)
 
-    env = {**base_env(broker), "CLICKS_TOPIC": t["clicks"], "PROFILES_TOPIC": t["profiles"],
-           "JOINED_TOPIC": t["joined"], "LATE_TOPIC": t["late"], "DLQ_TOPIC": t["dlq"],
-           "JOIN_STRATEGY": "interval", "INTERVAL_BEFORE_SECONDS": str(BEFORE_S),
-           "INTERVAL_AFTER_SECONDS": str(AFTER_S), "PROFILE_WAIT_SECONDS": "120",
-           "ALLOWED_LATENESS_SECONDS": str(LATENESS_S)}
+    env = {
+        **base_env(broker),
+        "CLICKS_TOPIC": t["clicks"],
+        "PROFILES_TOPIC": t["profiles"],
+        "JOINED_TOPIC": t["joined"],
+        "LATE_TOPIC": t["late"],
+        "DLQ_TOPIC": t["dlq"],
+        "JOIN_STRATEGY": "interval",
+        "INTERVAL_BEFORE_SECONDS": str(BEFORE_S),
+        "INTERVAL_AFTER_SECONDS": str(AFTER_S),
+        "PROFILE_WAIT_SECONDS": "120",
+        "ALLOWED_LATENESS_SECONDS": str(LATENESS_S),
+    }
     recovery, log = tmp_path / "recovery", tmp_path / "job.log"
     proc = kill_and_restart("clicks", env, recovery, log, KILLS, rng)
     try:
@@ -94,8 +104,11 @@ def test_interval_join_killed_repeatedly_writes_each_pair_exactly_once(broker, t
         expected = expected_lineages(broker.bootstrap_servers, t["clicks"], t["profiles"])
         # a click's pairs come at once; an unmatched click once the profiles
         # watermark (the wall clock: caught up) passes T + 5 s + 10 s lateness
-        wait_for(lambda: sum(lineages(broker.bootstrap_servers, t["joined"]).values()) >= len(expected),
-                 300, "every pair and unmatched click")
+        wait_for(
+            lambda: sum(lineages(broker.bootstrap_servers, t["joined"]).values()) >= len(expected),
+            300,
+            "every pair and unmatched click",
+        )
         time.sleep(2)  # anything extra (a duplicate) would have arrived by now
         joined = lineages(broker.bootstrap_servers, t["joined"])
     finally:

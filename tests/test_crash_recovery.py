@@ -9,6 +9,7 @@ The fast version runs in ``make test``. The long one (200k clicks, 12 kills):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -36,7 +37,7 @@ SEED = int(os.environ.get("CRASH_TEST_SEED", str(random.randrange(1_000_000))))
 
 
 def start_job(job: str, env: dict, recovery: Path, log_path: Path, workers: int = 1) -> subprocess.Popen:
-    log = open(log_path, "ab")
+    log = open(log_path, "ab")  # noqa: SIM115 - the job writes it for its whole life
     return subprocess.Popen(
         job_command(job, "-w", str(workers)),
         env={**env, "RECOVERY_DIR": str(recovery), "RECOVERY_SNAPSHOT_SECONDS": "1"},
@@ -47,10 +48,8 @@ def start_job(job: str, env: dict, recovery: Path, log_path: Path, workers: int 
 
 
 def kill(proc: subprocess.Popen, sig=signal.SIGKILL) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
     proc.wait(timeout=30)
 
 
@@ -105,8 +104,11 @@ def describe_duplicates(bootstrap: str, topic: str, duplicated: dict, log_path: 
         if lineage in duplicated:
             copies.setdefault(lineage, []).append((rec.partition, rec.offset))
     lines = [f"{k.decode()}: {v}" for k, v in sorted(copies.items())[:10]]
-    logged = [line for line in log_path.read_text(errors="replace").splitlines()
-              if "entrypoint:" in line or "not be written again" in line or "Error" in line]
+    logged = [
+        line
+        for line in log_path.read_text(errors="replace").splitlines()
+        if "entrypoint:" in line or "not be written again" in line or "Error" in line
+    ]
     return "\n".join(["copies (partition, offset):", *lines, "job log:", *logged[-60:]])
 
 
@@ -144,22 +146,36 @@ def test_clicks_job_killed_repeatedly_writes_each_click_exactly_once(broker, top
     rng = random.Random(SEED)
     t = topic_names("clicks", "profiles", "joined", "dlq")
     broker.create_topics({t["clicks"]: 3, t["profiles"]: 2, t["joined"]: 2, t["dlq"]: 1})
-    options = GenerateOptions(users=500, clicks=CLICKS, versions_per_user=2, seed=SEED % 1000,
-                              bad_fraction=0.01, unknown_fraction=0.02)
+    options = GenerateOptions(
+        users=500,
+        clicks=CLICKS,
+        versions_per_user=2,
+        seed=SEED % 1000,
+        bad_fraction=0.01,
+        unknown_fraction=0.02,
+    )
     profiles_only = GenerateOptions(**{**options.__dict__, "clicks": 0, "bad_fraction": 0.0})
     produce(profiles_only, {"bootstrap.servers": broker.bootstrap_servers}, t["profiles"], t["clicks"])
     producing = produce_clicks_slowly(broker.bootstrap_servers, t["clicks"], options, seconds=KILLS * 2.0)
 
-    env = {**base_env(broker), "CLICKS_TOPIC": t["clicks"], "PROFILES_TOPIC": t["profiles"],
-           "JOINED_TOPIC": t["joined"], "DLQ_TOPIC": t["dlq"]}
+    env = {
+        **base_env(broker),
+        "CLICKS_TOPIC": t["clicks"],
+        "PROFILES_TOPIC": t["profiles"],
+        "JOINED_TOPIC": t["joined"],
+        "DLQ_TOPIC": t["dlq"],
+    }
     recovery, log = tmp_path / "recovery", tmp_path / "job.log"
     proc = kill_and_restart("clicks", env, recovery, log, KILLS, rng)
     try:
         producing.join(timeout=600)
         valid, bad = classify_clicks(broker.bootstrap_servers, t["clicks"])
         assert len(valid) >= CLICKS * 0.95 and len(bad) > 0
-        wait_for(lambda: sum(lineages(broker.bootstrap_servers, t["joined"]).values()) >= len(valid),
-                 240, "every click to be joined")
+        wait_for(
+            lambda: sum(lineages(broker.bootstrap_servers, t["joined"]).values()) >= len(valid),
+            240,
+            "every click to be joined",
+        )
         time.sleep(2)  # anything extra (a duplicate) would have arrived by now
         joined = lineages(broker.bootstrap_servers, t["joined"])
         dead = lineages(broker.bootstrap_servers, t["dlq"])
@@ -179,11 +195,24 @@ def test_top_users_job_killed_repeatedly_emits_each_window_once(broker, topic_na
     rng = random.Random(SEED + 1)
     t = topic_names("clicks", "top", "late", "dlq")
     broker.create_topics({t["clicks"]: 3, t["top"]: 1, t["late"]: 1, t["dlq"]: 1})
-    options = GenerateOptions(users=60, clicks=CLICKS, versions_per_user=1, seed=SEED % 1000 + 1,
-                              span_seconds=6 * 3600, bad_fraction=0.01)
+    options = GenerateOptions(
+        users=60,
+        clicks=CLICKS,
+        versions_per_user=1,
+        seed=SEED % 1000 + 1,
+        span_seconds=6 * 3600,
+        bad_fraction=0.01,
+    )
     producing = produce_clicks_slowly(broker.bootstrap_servers, t["clicks"], options, seconds=KILLS * 2.0)
-    env = {**base_env(broker), "CLICKS_TOPIC": t["clicks"], "TOP_USERS_TOPIC": t["top"],
-           "LATE_TOPIC": t["late"], "DLQ_TOPIC": t["dlq"], "WINDOW_SECONDS": "1800", "TOP_N": "5"}
+    env = {
+        **base_env(broker),
+        "CLICKS_TOPIC": t["clicks"],
+        "TOP_USERS_TOPIC": t["top"],
+        "LATE_TOPIC": t["late"],
+        "DLQ_TOPIC": t["dlq"],
+        "WINDOW_SECONDS": "1800",
+        "TOP_N": "5",
+    }
     recovery, log = tmp_path / "recovery", tmp_path / "job.log"
     proc = kill_and_restart("top_users", env, recovery, log, KILLS, rng)
     try:
@@ -191,8 +220,9 @@ def test_top_users_job_killed_repeatedly_emits_each_window_once(broker, topic_na
         from test_e2e_top_users import expected_windows  # the independent brute force
 
         expected = expected_windows_for(options, expected_windows)
-        wait_for(lambda: len(read_all(broker.bootstrap_servers, t["top"])) >= len(expected),
-                 240, "every window")
+        wait_for(
+            lambda: len(read_all(broker.bootstrap_servers, t["top"])) >= len(expected), 240, "every window"
+        )
         time.sleep(2)
         records = read_all(broker.bootstrap_servers, t["top"])
     finally:
@@ -222,8 +252,13 @@ def test_broker_stall_of_15_seconds_loses_and_duplicates_nothing(broker, topic_n
     profiles_only = GenerateOptions(**{**options.__dict__, "clicks": 0, "bad_fraction": 0.0})
     produce(profiles_only, {"bootstrap.servers": broker.bootstrap_servers}, t["profiles"], t["clicks"])
     producing = produce_clicks_slowly(broker.bootstrap_servers, t["clicks"], options, seconds=6)
-    env = {**base_env(broker), "CLICKS_TOPIC": t["clicks"], "PROFILES_TOPIC": t["profiles"],
-           "JOINED_TOPIC": t["joined"], "DLQ_TOPIC": t["dlq"]}
+    env = {
+        **base_env(broker),
+        "CLICKS_TOPIC": t["clicks"],
+        "PROFILES_TOPIC": t["profiles"],
+        "JOINED_TOPIC": t["joined"],
+        "DLQ_TOPIC": t["dlq"],
+    }
     recovery, log = tmp_path / "recovery", tmp_path / "job.log"
     proc = start_job("clicks", env, recovery, log)
     restarts = 0

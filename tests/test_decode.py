@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import bytewax.operators as op
 import orjson
 import pytest
-import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, run_main
 
@@ -71,7 +71,12 @@ BAD_RECORDS = [
     (js({"user_id": "u", "ts": 1.5}), MSG_TS, "invalid_time", "float"),
     (js({"user_id": "u", "ts": None}), MSG_TS, "invalid_time", "null"),
     (js({"user_id": "u", "ts": -1}), MSG_TS, "invalid_time", "before EVENT_TIME_MIN"),
-    (js({"user_id": "u", "ts": "1969-12-31T23:59:59+00:00"}), MSG_TS, "invalid_time", "before EVENT_TIME_MIN"),
+    (
+        js({"user_id": "u", "ts": "1969-12-31T23:59:59+00:00"}),
+        MSG_TS,
+        "invalid_time",
+        "before EVENT_TIME_MIN",
+    ),
     (js({"user_id": "u", "ts": 4102444800000}), MSG_TS, "invalid_time", "24 h after"),
     (js({"user_id": "u"}), None, "invalid_time", "no field ts and no Kafka message timestamp"),
     (None, MSG_TS, "empty_value", "no value"),
@@ -95,7 +100,9 @@ def test_each_bad_click_kind_is_dead_lettered_with_its_reason(value, timestamp_m
 
 def test_profile_uses_updated_at_and_rejects_a_bad_one():
     good = js({"user_id": 7, "updated_at": "2026-01-01T00:00:00+00:00", "tier": "pro"})
-    assert parse_profile(record(good), "user_profiles", NOW) == ProfileVersion("7", T0, good, "user_profiles", 0, 0, b"k")
+    assert parse_profile(record(good), "user_profiles", NOW) == ProfileVersion(
+        "7", T0, good, "user_profiles", 0, 0, b"k"
+    )
     bad = parse_profile(record(js({"user_id": 7, "updated_at": "soon"})), "user_profiles", NOW)
     assert (bad.reason, bad.stage) == ("invalid_time", "decode_profile")
     # A click's `ts` means nothing to a profile: it falls back to the message time.

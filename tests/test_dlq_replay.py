@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from typing import List, Optional, Tuple
 
 import orjson
 import pytest
@@ -41,16 +40,31 @@ from conftest import ROOT, job_command
 T0 = 1735689600000  # 2025-01-01T00:00:00Z
 
 
-def dead(offset: int, reason: Optional[str], *, topic: Optional[str] = "clicks", stage="decode_click",
-         key: Optional[bytes] = b"k", value: Optional[bytes] = b"v", extra=(), timestamp=T0) -> Record:
+def dead(
+    offset: int,
+    reason: str | None,
+    *,
+    topic: str | None = "clicks",
+    stage="decode_click",
+    key: bytes | None = b"k",
+    value: bytes | None = b"v",
+    extra=(),
+    timestamp=T0,
+) -> Record:
     """A dead letter as the clicks job writes it."""
     headers = list(extra)
     if reason is not None:
-        headers += [("dlq.error", f"{reason}: detail".encode()), ("dlq.reason", reason.encode()),
-                    ("dlq.stage", stage.encode())]
+        headers += [
+            ("dlq.error", f"{reason}: detail".encode()),
+            ("dlq.reason", reason.encode()),
+            ("dlq.stage", stage.encode()),
+        ]
     if topic is not None:
-        headers += [("dlq.topic", topic.encode()), ("dlq.partition", b"1"),
-                    ("dlq.offset", str(100 + offset).encode())]
+        headers += [
+            ("dlq.topic", topic.encode()),
+            ("dlq.partition", b"1"),
+            ("dlq.offset", str(100 + offset).encode()),
+        ]
     if timestamp is not None:
         headers.append(("dlq.timestamp", str(timestamp).encode()))
     return Record("dlq", 0, offset, key, value, headers, 1)
@@ -68,8 +82,9 @@ def test_filters_or_within_a_flag_and_across_flags():
     assert [Filters().matches(h) for h in records] == [True] * 5
     by_reason = Filters(reasons=frozenset({"invalid_json", "invalid_time"}))
     assert [by_reason.matches(h) for h in records] == [True, False, True, False, False]
-    both = Filters(reasons=frozenset({"invalid_json", "missing_user_id"}),
-                   source_topics=frozenset({"profiles"}))
+    both = Filters(
+        reasons=frozenset({"invalid_json", "missing_user_id"}), source_topics=frozenset({"profiles"})
+    )
     assert [both.matches(h) for h in records] == [False, True, False, False, False]
     stage = Filters(stages=frozenset({"decode_click"}))
     assert [stage.matches(h) for h in records] == [True, False, True, False, False]
@@ -84,12 +99,17 @@ def test_header_text_takes_the_last_value_the_dlq_writer_appended():
 
 
 def test_replay_headers_keep_the_originals_drop_dlq_and_add_the_trace():
-    original = [("trace-id", b"t1"), ("origin", b"web"), ("origin", b"app"), ("empty", None),
-                ("lineage", b"upstream/0/9")]
-    record = dead(7, "invalid_json", extra=original + [(REPLAYED_FROM, b"old/0/1")])
+    original = [
+        ("trace-id", b"t1"),
+        ("origin", b"web"),
+        ("origin", b"app"),
+        ("empty", None),
+        ("lineage", b"upstream/0/9"),
+    ]
+    record = dead(7, "invalid_json", extra=[*original, (REPLAYED_FROM, b"old/0/1")])
     # What an output sink appends after the dlq.* block is not original.
-    headers = record.headers + [("lineage", b"dlq:clicks/1/107")]
-    assert replay_headers(headers, "dlq", 0, 7) == original + [(REPLAYED_FROM, b"dlq/0/7")]
+    headers = [*record.headers, ("lineage", b"dlq:clicks/1/107")]
+    assert replay_headers(headers, "dlq", 0, 7) == [*original, (REPLAYED_FROM, b"dlq/0/7")]
     assert original_headers(headers) == original
     # Without the writer's dlq.error, every non-dlq.* header is kept.
     assert original_headers([("a", b"1"), ("dlq.reason", b"x"), ("b", b"2")]) == [("a", b"1"), ("b", b"2")]
@@ -99,7 +119,11 @@ def test_replay_headers_keep_the_originals_drop_dlq_and_add_the_trace():
 def test_replay_item_keeps_bytes_key_null_and_timestamp():
     item = replay_item(dead(3, "empty_value", key=b"u9", value=None, timestamp=T0 + 5))
     assert (item.target, item.source_topic, item.reason, item.stage) == (
-        "clicks", "clicks", "empty_value", "decode_click")
+        "clicks",
+        "clicks",
+        "empty_value",
+        "decode_click",
+    )
     assert (item.key, item.value, item.timestamp_ms) == (b"u9", None, T0 + 5)
     assert item.origin == "dlq/0/3"
     assert replay_item(dead(3, "x"), to_topic="other").target == "other"
@@ -110,8 +134,12 @@ def test_replay_item_keeps_bytes_key_null_and_timestamp():
 
 
 def test_plan_counts_everything_read_and_applies_the_limit_to_matches():
-    records = [dead(i, r) for i, r in enumerate(
-        ["invalid_json", "missing_user_id", "missing_user_id", "invalid_time", "missing_user_id"])]
+    records = [
+        dead(i, r)
+        for i, r in enumerate(
+            ["invalid_json", "missing_user_id", "missing_user_id", "invalid_time", "missing_user_id"]
+        )
+    ]
     plan = plan_replay(records, "dlq", Filters(reasons=frozenset({"missing_user_id"})), limit=2)
     assert (plan.read, plan.matched, plan.selected) == (5, 3, 2)
     assert [i.dead_letter.offset for i in plan.items] == [1, 2]
@@ -119,17 +147,26 @@ def test_plan_counts_everything_read_and_applies_the_limit_to_matches():
     assert plan.targets == ["clicks"]
     assert plan_replay(records, "dlq", limit=0).selected == 0
     # Selection order is (partition, offset), whatever the consumption order.
-    mixed = [Record("dlq", p, o, None, b"v", dead(o, "x").headers, 1) for p, o in
-             [(1, 0), (0, 5), (1, 1), (0, 6), (2, 0), (0, 7)]]
+    mixed = [
+        Record("dlq", p, o, None, b"v", dead(o, "x").headers, 1)
+        for p, o in [(1, 0), (0, 5), (1, 1), (0, 6), (2, 0), (0, 7)]
+    ]
     assert [(i.dead_letter.partition, i.dead_letter.offset) for i in plan_replay(mixed, "dlq").items] == [
-        (0, 5), (0, 6), (0, 7), (1, 0), (1, 1), (2, 0)]
-    assert [(i.dead_letter.partition, i.dead_letter.offset)
-            for i in plan_replay(mixed, "dlq", limit=4).items] == [(0, 5), (0, 6), (0, 7), (1, 0)]
+        (0, 5),
+        (0, 6),
+        (0, 7),
+        (1, 0),
+        (1, 1),
+        (2, 0),
+    ]
+    assert [
+        (i.dead_letter.partition, i.dead_letter.offset) for i in plan_replay(mixed, "dlq", limit=4).items
+    ] == [(0, 5), (0, 6), (0, 7), (1, 0)]
 
 
 def test_unroutable_records_and_replay_into_the_dlq_itself_are_refused():
     plan = plan_replay([dead(0, "x"), dead(1, "x", topic=None)], "dlq")
-    with pytest.raises(dlq_replay.UsageError, match="1 selected record.*no dlq.topic.*dlq/0/1"):
+    with pytest.raises(dlq_replay.UsageError, match=r"1 selected record.*no dlq.topic.*dlq/0/1"):
         check_plan(plan)
     check_plan(plan_replay([dead(0, "x"), dead(1, "x", topic=None)], "dlq", to_topic="t"))
     with pytest.raises(dlq_replay.UsageError, match="into the dead-letter topic"):
@@ -149,7 +186,7 @@ class FakeProducer:
 
     def __init__(self, fail=(), undelivered: int = 0):
         self.fail = set(fail)
-        self.sent: List[Tuple[str, dict]] = []
+        self.sent: list[tuple[str, dict]] = []
         self.pending: list = []
         self.undelivered = undelivered
 
@@ -163,7 +200,7 @@ class FakeProducer:
         return 0
 
     def flush(self, _timeout):
-        for topic, callback in self.pending[self.undelivered:]:
+        for topic, callback in self.pending[self.undelivered :]:
             callback("delivery failed" if topic in self.fail else None, None)
         self.pending = []
         return self.undelivered
@@ -184,8 +221,9 @@ def test_replay_produces_in_order_and_counts_delivery_reports():
         ("profiles", b"k", b"{", [(REPLAYED_FROM, b"dlq/0/2")], T0),
     ]
     assert (result.produced, result.delivered, result.failures) == (3, 3, 0)
-    assert result.delivered_by == Counter({("clicks", "missing_user_id"): 1, ("clicks", "empty_value"): 1,
-                                           ("profiles", "invalid_json"): 1})
+    assert result.delivered_by == Counter(
+        {("clicks", "missing_user_id"): 1, ("clicks", "empty_value"): 1, ("profiles", "invalid_json"): 1}
+    )
     text = format_summary(plan, result)
     assert "replayed:   3" in text and "failures:   0" in text
 
@@ -199,12 +237,15 @@ def test_failed_deliveries_are_counted():
     assert (result.delivered, result.failures) == (0, 2)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--limit", "-1"], "--limit must be >= 0"),
-    (["--reason", ""], "--reason must not be empty"),
-    (["--dlq-topic", "d", "--to-topic", "d"], "--to-topic must not be the dead-letter topic"),
-    (["--nope"], "unrecognized arguments"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--limit", "-1"], "--limit must be >= 0"),
+        (["--reason", ""], "--reason must not be empty"),
+        (["--dlq-topic", "d", "--to-topic", "d"], "--to-topic must not be the dead-letter topic"),
+        (["--nope"], "unrecognized arguments"),
+    ],
+)
 def test_usage_errors_exit_2(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
@@ -243,8 +284,13 @@ INPUT = [
     (0, b"u1", b'{"user_id": "u1", "ts": 17356', [("trace-id", b"b1")], "invalid_json"),
     (1, b"u2", b'\xff\xfe\x1b[31m{"user_id"', [], "invalid_json"),
     (1, b"u2", click("u2", T0 + 2000, page="/cart"), [("trace-id", b"g2")], None),
-    (0, None, orjson.dumps({"ts": T0, "page": "/a"}),
-     [("trace-id", b"b3"), ("origin", b"web"), ("origin", b"app")], "missing_user_id"),
+    (
+        0,
+        None,
+        orjson.dumps({"ts": T0, "page": "/a"}),
+        [("trace-id", b"b3"), ("origin", b"web"), ("origin", b"app")],
+        "missing_user_id",
+    ),
     (1, b"anon-7", orjson.dumps({"page": "/b"}), [], "missing_user_id"),
     (0, b"u3", click("u3", "yesterday"), [], "invalid_time"),
     (1, b"u4", click("u4", 1.5), [("trace-id", b"b6")], "invalid_time"),
@@ -260,8 +306,15 @@ def produce(bootstrap: str, topic: str, rows) -> None:
     producer = Producer({"bootstrap.servers": bootstrap})
     failures = []
     for i, (partition, key, value, headers, _) in enumerate(rows):
-        producer.produce(topic, value=value, key=key, headers=headers or None, partition=partition,
-                         timestamp=T0 + i, on_delivery=lambda err, _m: err and failures.append(err))
+        producer.produce(
+            topic,
+            value=value,
+            key=key,
+            headers=headers or None,
+            partition=partition,
+            timestamp=T0 + i,
+            on_delivery=lambda err, _m: err and failures.append(err),
+        )
     assert producer.flush(10) == 0 and not failures
 
 
@@ -278,8 +331,7 @@ def run_clicks_job(broker, t: dict, dlq: str) -> None:
         "UNMATCHED_TOPIC": t["unmatched"],
         "DLQ_TOPIC": dlq,
     }
-    proc = subprocess.run(job_command("clicks"), env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(job_command("clicks"), env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
@@ -294,14 +346,16 @@ def own_headers(headers) -> list:
 def originals(records) -> Counter:
     """(key, value, own headers, reason) of dead letters."""
     return Counter(
-        (r.key, r.value, tuple(own_headers(r.headers)), header_text(r.headers, "dlq.reason"))
-        for r in records
+        (r.key, r.value, tuple(own_headers(r.headers)), header_text(r.headers, "dlq.reason")) for r in records
     )
 
 
 def expected_dead(rows, extra_headers=()) -> Counter:
-    return Counter((key, value, tuple(headers) + tuple(extra_headers), reason)
-                   for _, key, value, headers, reason in rows if reason is not None)
+    return Counter(
+        (key, value, tuple(headers) + tuple(extra_headers), reason)
+        for _, key, value, headers, reason in rows
+        if reason is not None
+    )
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +378,7 @@ def filled(broker):
     return t, dlq
 
 
-def replay_cli(broker, *argv: str) -> List[str]:
+def replay_cli(broker, *argv: str) -> list[str]:
     return ["--bootstrap-servers", broker.bootstrap_servers, *argv]
 
 
@@ -338,8 +392,14 @@ def test_dry_run_reports_exact_counts_and_produces_nothing(broker, filled, capsy
     broker.create_topics({x: 1})
     clicks_before = len(read_all(broker.bootstrap_servers, t["clicks"]))
     report = tmp_path / "report.json"
-    assert main(replay_cli(broker, "--dlq-topic", t["dlq"], "--dry-run", "--show", "3",
-                           "--json-report", str(report))) == 0
+    assert (
+        main(
+            replay_cli(
+                broker, "--dlq-topic", t["dlq"], "--dry-run", "--show", "3", "--json-report", str(report)
+            )
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     c = t["clicks"]
     table = [
@@ -354,25 +414,36 @@ def test_dry_run_reports_exact_counts_and_produces_nothing(broker, filled, capsy
         "first 3 selected:",
     ]
     lines = out.splitlines()
-    assert lines[:4] == [f"dlq topic:  {t['dlq']}", "read:       7",
-                         "filters:    none (every dead letter)", "selected:   7"]
+    assert lines[:4] == [
+        f"dlq topic:  {t['dlq']}",
+        "read:       7",
+        "filters:    none (every dead letter)",
+        "selected:   7",
+    ]
     assert lines[4:13] == table
     assert len(lines) == 16
-    for line, rec in zip(lines[13:], dlq[:3]):
+    for line, rec in zip(lines[13:], dlq[:3], strict=False):
         src = f"{c}/{header_text(rec.headers, 'dlq.partition')}/{header_text(rec.headers, 'dlq.offset')}"
-        assert line.startswith(f"  p0@{rec.offset} reason={header_text(rec.headers, 'dlq.reason')} "
-                               f"from={src} -> {c} key=")
+        assert line.startswith(
+            f"  p0@{rec.offset} reason={header_text(rec.headers, 'dlq.reason')} from={src} -> {c} key="
+        )
     data = orjson.loads(report.read_bytes())
     assert data["selected_by_source_topic"] == {c: dict(EXPECTED_REASONS)}
     assert (data["read"], data["selected"], data["dry_run"]) == (7, 7, True)
     assert "replayed" not in data
 
     # The non-UTF-8 value with an escape sequence is shown escaped, never raw.
-    assert main(replay_cli(broker, "--dlq-topic", t["dlq"], "--dry-run", "--reason", "invalid_json",
-                           "--to-topic", x)) == 0
+    assert (
+        main(
+            replay_cli(
+                broker, "--dlq-topic", t["dlq"], "--dry-run", "--reason", "invalid_json", "--to-topic", x
+            )
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "\x1b" not in out
-    assert "value=\\xff\\xfe\\x1b[31m{\"user_id\" (17 bytes)" in out
+    assert 'value=\\xff\\xfe\\x1b[31m{"user_id" (17 bytes)' in out
     assert "selected:   2" in out and f"  {x}  2" in out
 
     # Nothing was produced anywhere.
@@ -388,12 +459,17 @@ def test_replay_one_reason_to_another_topic(broker, filled, capsys, topic_names)
     names = topic_names("missing", "x")
     missing, x = names["missing"], names["x"]
     broker.create_topics({x: 1})
-    assert main(replay_cli(broker, "--dlq-topic", t["dlq"], "--reason", "missing_user_id",
-                           "--to-topic", missing)) == 2
+    assert (
+        main(
+            replay_cli(broker, "--dlq-topic", t["dlq"], "--reason", "missing_user_id", "--to-topic", missing)
+        )
+        == 2
+    )
     assert f"target topic(s) do not exist: {missing!r}" in capsys.readouterr().err
 
-    assert main(replay_cli(broker, "--dlq-topic", t["dlq"], "--reason", "missing_user_id",
-                           "--to-topic", x)) == 0
+    assert (
+        main(replay_cli(broker, "--dlq-topic", t["dlq"], "--reason", "missing_user_id", "--to-topic", x)) == 0
+    )
     out = capsys.readouterr().out
     assert "selected:   2" in out and "replayed:   2" in out and "failures:   0" in out
     assert f"  {x}  missing_user_id  2" in out
@@ -403,13 +479,15 @@ def test_replay_one_reason_to_another_topic(broker, filled, capsys, topic_names)
         if header_text(rec.headers, "dlq.reason") == "missing_user_id":
             kept = own_headers(rec.headers)
             trace = (REPLAYED_FROM, f"{t['dlq']}/0/{rec.offset}".encode())
-            want.append((rec.key, rec.value, kept + [trace], int(header_text(rec.headers, "dlq.timestamp"))))
+            want.append((rec.key, rec.value, [*kept, trace], int(header_text(rec.headers, "dlq.timestamp"))))
     got = [(r.key, r.value, r.headers, r.timestamp_ms) for r in read_all(bs, x)]
     assert sorted(got, key=repr) == sorted(want, key=repr)
     # ... and those are exactly the two original missing_user_id clicks, with their original timestamps.
     assert Counter((k, v, tuple(h[:-1]), ts) for k, v, h, ts in got) == Counter(
         (key, value, tuple(headers), T0 + i)
-        for i, (_, key, value, headers, reason) in enumerate(INPUT) if reason == "missing_user_id")
+        for i, (_, key, value, headers, reason) in enumerate(INPUT)
+        if reason == "missing_user_id"
+    )
     assert all(not k.startswith("dlq.") or k == REPLAYED_FROM for _, _, h, _ in got for k, _ in h)
 
 
@@ -419,10 +497,15 @@ def test_replay_to_source_then_rerun_dead_letters_the_same_records_again(broker,
     bs = broker.bootstrap_servers
     clicks_before = len(read_all(bs, t["clicks"]))
     # As a user would run it: the module, env for the connection and the DLQ topic.
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
-           "KAFKA_BOOTSTRAP_SERVERS": bs, "DLQ_TOPIC": t["dlq"]}
-    proc = subprocess.run([sys.executable, "-m", "clickstream.dlq_replay"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "KAFKA_BOOTSTRAP_SERVERS": bs,
+        "DLQ_TOPIC": t["dlq"],
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "clickstream.dlq_replay"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert "replayed:   7" in proc.stdout and "failures:   0" in proc.stdout
 
@@ -431,7 +514,8 @@ def test_replay_to_source_then_rerun_dead_letters_the_same_records_again(broker,
     assert len(clicks) == clicks_before + 7 == len(INPUT) + 7
     replayed = [r for r in clicks if header_text(r.headers, REPLAYED_FROM)]
     assert sorted(header_text(r.headers, REPLAYED_FROM) for r in replayed) == sorted(
-        f"{t['dlq']}/0/{r.offset}" for r in dlq)
+        f"{t['dlq']}/0/{r.offset}" for r in dlq
+    )
     assert any(r.key == b"u9" and r.value is None for r in replayed)
 
     # Second run over the whole clicks topic, into fresh outputs.
@@ -451,7 +535,8 @@ def test_replay_to_source_then_rerun_dead_letters_the_same_records_again(broker,
     assert all(first_run[header_text(r.headers, REPLAYED_FROM)] == (r.key, r.value) for r in second)
     # The good clicks are joined exactly once, as in the first run.
     assert Counter(r.value for r in read_all(bs, again["joined"])) == Counter(
-        r.value for r in read_all(bs, t["joined"]))
+        r.value for r in read_all(bs, t["joined"])
+    )
 
 
 @pytest_broker
@@ -459,7 +544,20 @@ def test_a_missing_dlq_topic_exits_2(broker, topic_names):
     missing = topic_names("dlq")["dlq"]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "clickstream.dlq_replay", "--bootstrap-servers", broker.bootstrap_servers,
-         "--dlq-topic", missing, "--dry-run"], env=env, capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "clickstream.dlq_replay",
+            "--bootstrap-servers",
+            broker.bootstrap_servers,
+            "--dlq-topic",
+            missing,
+            "--dry-run",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: topic {missing!r} does not exist"

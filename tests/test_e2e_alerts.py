@@ -14,8 +14,7 @@ import os
 import random
 import subprocess
 from collections import Counter
-from datetime import datetime, timezone
-from typing import Dict, List, Optional, Tuple
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -33,7 +32,7 @@ BOT = 4242  # an integer user id: normalised to "4242" in the output
 
 
 def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
 class Click:
@@ -44,7 +43,7 @@ class Click:
         self.ts_ms = ts_ms
         self.key = self.user.encode()
         body = {"user_id": user, "page": f"/p/{rng.randint(1, 99)}"}
-        self.timestamp_ms: Optional[int] = None
+        self.timestamp_ms: int | None = None
         fmt = rng.random()
         if fmt < 0.7:
             body["ts"] = ts_ms
@@ -55,7 +54,7 @@ class Click:
         self.value = orjson.dumps(body)
 
 
-def make_clicks() -> List[Click]:
+def make_clicks() -> list[Click]:
     """~2000 clicks over 20 minutes, in event-time order.
 
     40 ordinary users (about 2 clicks a minute each), a bot bursting 15-30
@@ -64,7 +63,7 @@ def make_clicks() -> List[Click]:
     """
     rng = random.Random(20260601)
     span_ms = 20 * 60_000
-    events: List[Tuple[int, object]] = []
+    events: list[tuple[int, object]] = []
     for _ in range(1600):
         events.append((START_MS + rng.randrange(span_ms), f"u{rng.randint(1, 40):02d}"))
     for burst_at in (90_000, 95_000, 400_000, 1_000_000):
@@ -88,10 +87,10 @@ BAD_RECORDS = [
 ]
 
 
-def expected_alerts(clicks: List[Click]) -> Counter:
+def expected_alerts(clicks: list[Click]) -> Counter:
     """Brute force: every window on the slide grid that can hold a click, counted in full."""
     window_ms, slide_ms = WINDOW_S * 1000, SLIDE_S * 1000
-    by_user: Dict[str, List[int]] = {}
+    by_user: dict[str, list[int]] = {}
     for c in clicks:
         by_user.setdefault(c.user, []).append(c.ts_ms)
     out: Counter = Counter()
@@ -101,7 +100,12 @@ def expected_alerts(clicks: List[Click]) -> Counter:
         for start in range(first, max(times) + 1, slide_ms):
             n = sum(1 for t in times if start <= t < start + window_ms)
             if n > THRESHOLD:
-                value = {"user_id": user, "window_start": iso(start), "window_end": iso(start + window_ms), "clicks": n}
+                value = {
+                    "user_id": user,
+                    "window_start": iso(start),
+                    "window_end": iso(start + window_ms),
+                    "clicks": n,
+                }
                 out[(user.encode(), canonical(value))] += 1
     return out
 
@@ -164,7 +168,12 @@ def test_alerts_job_writes_exactly_the_expected_alerts(broker, inputs, topic_nam
     broker.create_topics({out["alerts"]: 2, out["late"]: 1, out["dlq"]: 1})
     run_alerts_job(
         broker,
-        {"CLICKS_TOPIC": topic, "ALERTS_TOPIC": out["alerts"], "LATE_TOPIC": out["late"], "DLQ_TOPIC": out["dlq"]},
+        {
+            "CLICKS_TOPIC": topic,
+            "ALERTS_TOPIC": out["alerts"],
+            "LATE_TOPIC": out["late"],
+            "DLQ_TOPIC": out["dlq"],
+        },
         workers,
     )
 

@@ -13,7 +13,6 @@ import os
 import subprocess
 from collections import Counter, defaultdict
 from datetime import datetime
-from typing import Dict, List, Optional, Tuple
 
 import orjson
 import pytest
@@ -57,7 +56,7 @@ EXPECTED_REASON = {
 }
 
 
-def _event_ms(value, fallback_ms: Optional[int]) -> int:
+def _event_ms(value, fallback_ms: int | None) -> int:
     if value is None:
         assert fallback_ms is not None
         return fallback_ms
@@ -74,7 +73,7 @@ class Expected:
     """What the job must write, from the generated records (full history, TTL)."""
 
     def __init__(self, options: GenerateOptions, ttl_s: float):
-        history: Dict[str, List[Tuple[int, bytes]]] = defaultdict(list)
+        history: dict[str, list[tuple[int, bytes]]] = defaultdict(list)
         clicks = []
         self.dead: Counter = Counter()
         for rec in generate_records(options):
@@ -96,7 +95,9 @@ class Expected:
             versions = history.get(user, [])
             i = bisect.bisect_right([t for t, _ in versions], ts) - 1
             if i >= 0 and ts - versions[i][0] <= ttl_ms:
-                self.matched[(user, canonical(orjson.loads(value)), canonical(orjson.loads(versions[i][1])))] += 1
+                self.matched[
+                    (user, canonical(orjson.loads(value)), canonical(orjson.loads(versions[i][1])))
+                ] += 1
             else:
                 self.unmatched[(user, canonical(orjson.loads(value)), canonical(None))] += 1
         self.valid_clicks = len(clicks)
@@ -179,9 +180,9 @@ def dead_letters(broker, topic: str) -> Counter:
         headers = dict(rec.headers or [])
         assert headers["dlq.stage"] in (b"decode_click", b"decode_profile")
         assert headers["dlq.error"].startswith(headers["dlq.reason"] + b": ")
-        assert headers["dlq.topic"] in (b"e2e_clicks_", b"e2e_profiles_") or headers[
-            "dlq.topic"
-        ].startswith((b"e2e_clicks_", b"e2e_profiles_"))
+        assert headers["dlq.topic"] in (b"e2e_clicks_", b"e2e_profiles_") or headers["dlq.topic"].startswith(
+            (b"e2e_clicks_", b"e2e_profiles_")
+        )
         assert int(headers["dlq.offset"]) >= 0 and int(headers["dlq.partition"]) >= 0
         out[(rec.key, rec.value, headers["dlq.reason"].decode())] += 1
     return out

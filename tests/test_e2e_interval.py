@@ -11,7 +11,6 @@ import random
 import subprocess
 import sys
 from collections import Counter
-from typing import List, Tuple
 
 import orjson
 import pytest
@@ -26,29 +25,38 @@ T0 = 1_767_225_600_000
 BEFORE_S, AFTER_S = 30, 10
 
 
-def data(seed: int = 5) -> Tuple[List[dict], List[dict]]:
+def data(seed: int = 5) -> tuple[list[dict], list[dict]]:
     rng = random.Random(seed)
     span = 20 * 60 * 1000
-    clicks = [{"user_id": f"u{rng.randrange(12)}", "ts": T0 + rng.randrange(span), "n": n} for n in range(600)]
-    versions = [{"user_id": f"u{rng.randrange(12)}", "updated_at": T0 + rng.randrange(span), "v": n}
-                for n in range(240)]
+    clicks = [
+        {"user_id": f"u{rng.randrange(12)}", "ts": T0 + rng.randrange(span), "n": n} for n in range(600)
+    ]
+    versions = [
+        {"user_id": f"u{rng.randrange(12)}", "updated_at": T0 + rng.randrange(span), "v": n}
+        for n in range(240)
+    ]
     # each partition in time order: nothing is late
     return sorted(clicks, key=lambda c: c["ts"]), sorted(versions, key=lambda v: v["updated_at"])
 
 
-def produce(bootstrap: str, topic: str, records: List[dict]) -> None:
+def produce(bootstrap: str, topic: str, records: list[dict]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap})
     for record in records:
-        producer.produce(topic, orjson.dumps(record), record["user_id"].encode(),
-                         partition=hash(record["user_id"]) % 2)
+        producer.produce(
+            topic, orjson.dumps(record), record["user_id"].encode(), partition=hash(record["user_id"]) % 2
+        )
     assert producer.flush(30) == 0
 
 
-def expected(clicks: List[dict], versions: List[dict], mode: str) -> Counter:
+def expected(clicks: list[dict], versions: list[dict], mode: str) -> Counter:
     out: Counter = Counter()
     for c in clicks:
-        matches = [v for v in versions if v["user_id"] == c["user_id"]
-                   and c["ts"] - BEFORE_S * 1000 <= v["updated_at"] <= c["ts"] + AFTER_S * 1000]
+        matches = [
+            v
+            for v in versions
+            if v["user_id"] == c["user_id"]
+            and c["ts"] - BEFORE_S * 1000 <= v["updated_at"] <= c["ts"] + AFTER_S * 1000
+        ]
         for v in matches:
             out[(c["n"], v["v"])] += 1
         if not matches and mode == "left":
@@ -65,16 +73,28 @@ def test_interval_strategy_writes_one_record_per_pair(broker, topic_names, mode,
     produce(broker.bootstrap_servers, topics["profiles"], versions)
     produce(broker.bootstrap_servers, topics["clicks"], clicks)
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "KAFKA_TAIL": "false",
-        "CLICKS_TOPIC": topics["clicks"], "PROFILES_TOPIC": topics["profiles"],
-        "JOINED_TOPIC": topics["joined"], "UNMATCHED_TOPIC": topics["unmatched"],
-        "LATE_TOPIC": topics["late"], "DLQ_TOPIC": topics["dlq"], "JOIN_MODE": mode,
-        "JOIN_STRATEGY": "interval", "INTERVAL_BEFORE_SECONDS": str(BEFORE_S),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "KAFKA_TAIL": "false",
+        "CLICKS_TOPIC": topics["clicks"],
+        "PROFILES_TOPIC": topics["profiles"],
+        "JOINED_TOPIC": topics["joined"],
+        "UNMATCHED_TOPIC": topics["unmatched"],
+        "LATE_TOPIC": topics["late"],
+        "DLQ_TOPIC": topics["dlq"],
+        "JOIN_MODE": mode,
+        "JOIN_STRATEGY": "interval",
+        "INTERVAL_BEFORE_SECONDS": str(BEFORE_S),
         "INTERVAL_AFTER_SECONDS": str(AFTER_S),
     }
-    proc = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.clicks", "-w", str(workers)],
-                          env=env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "dataflows.clicks", "-w", str(workers)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     got: Counter = Counter()

@@ -15,8 +15,7 @@ import random
 import subprocess
 import sys
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
-from typing import Dict, List, Tuple
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -46,13 +45,11 @@ JOIN_SETTINGS = {
     "PROFILE_FIELDS": "tier,city",
     "PROFILE_TTL_SECONDS": str(TTL_S),
 }
-UNIT_MISTAKE = (
-    "looks like epoch milliseconds: set CLICKS_TIME_FORMAT=epoch_ms"
-)
+UNIT_MISTAKE = "looks like epoch milliseconds: set CLICKS_TIME_FORMAT=epoch_ms"
 
 
 def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
 class Data:
@@ -61,16 +58,19 @@ class Data:
     def __init__(self, seed: int = 3, users: int = 25, clicks: int = 900, versions: int = 80):
         rng = random.Random(seed)
         span_ms = 2 * 3600 * 1000
-        self.profiles: List[Tuple[bytes, bytes, int]] = []  # (key, value, event ms)
+        self.profiles: list[tuple[bytes, bytes, int]] = []  # (key, value, event ms)
         times = rng.sample(range(0, span_ms, 1000), versions)
         for n, at in enumerate(times):
             user = f"{rng.randrange(users)}"
-            body = {"modified": iso(T0 + at).replace("+00:00", "Z"), "tier": rng.choice("ABC"),
-                    "secret": f"s{n}"}
+            body = {
+                "modified": iso(T0 + at).replace("+00:00", "Z"),
+                "tier": rng.choice("ABC"),
+                "secret": f"s{n}",
+            }
             if rng.random() < 0.5:
                 body["city"] = rng.choice(["Oslo", "Lima"])
             self.profiles.append((user.encode(), orjson.dumps(body), T0 + at))
-        self.clicks: List[Tuple[bytes, int, str]] = []  # (value, event ms, user)
+        self.clicks: list[tuple[bytes, int, str]] = []  # (value, event ms, user)
         for n in range(clicks):
             at = T0 + rng.randrange(span_ms)
             user = rng.randrange(users + 3)  # a few users have no profile
@@ -86,10 +86,12 @@ class Data:
         self.bad_profiles = [(None, orjson.dumps({"modified": "2026-01-01T00:00:00Z"}), "missing_user_id")]
 
 
-def produce(bootstrap: str, topic: str, messages: List[Tuple[bytes | None, bytes]], partitions: int) -> List[Tuple[int, int]]:
+def produce(
+    bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]], partitions: int
+) -> list[tuple[int, int]]:
     """Produce in order (round-robin partitions); return each message's (partition, offset)."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    where: Dict[int, Tuple[int, int]] = {}
+    where: dict[int, tuple[int, int]] = {}
     errors = []
 
     def report(index):
@@ -98,6 +100,7 @@ def produce(bootstrap: str, topic: str, messages: List[Tuple[bytes | None, bytes
                 errors.append(err)
             else:
                 where[index] = (msg.partition(), msg.offset())
+
         return on_delivery
 
     for i, (key, value) in enumerate(messages):
@@ -113,20 +116,28 @@ def inputs(broker):
     topics = {"clicks": f"own_clicks_{suffix}", "profiles": f"own_profiles_{suffix}"}
     broker.create_topics({topics["clicks"]: 3, topics["profiles"]: 2})
     data = Data()
-    produce(broker.bootstrap_servers, topics["profiles"],
-            [(k, v) for k, v, _ in data.profiles] + [(k, v) for k, v, _ in data.bad_profiles], 2)
-    coords = produce(broker.bootstrap_servers, topics["clicks"],
-                     [(None, v) for v, _, _ in data.clicks] + [(None, v) for v, _ in data.bad_clicks], 3)
+    produce(
+        broker.bootstrap_servers,
+        topics["profiles"],
+        [(k, v) for k, v, _ in data.profiles] + [(k, v) for k, v, _ in data.bad_profiles],
+        2,
+    )
+    coords = produce(
+        broker.bootstrap_servers,
+        topics["clicks"],
+        [(None, v) for v, _, _ in data.clicks] + [(None, v) for v, _ in data.bad_clicks],
+        3,
+    )
     return topics, data, coords
 
 
-def expected_flat(data: Data, coords: List[Tuple[int, int]], topic: str) -> Counter:
+def expected_flat(data: Data, coords: list[tuple[int, int]], topic: str) -> Counter:
     history = defaultdict(list)
     for key, value, at in data.profiles:
         body = orjson.loads(value)
         history[key.decode()].append((at, {f"p_{f}": body[f] for f in ("tier", "city") if f in body}))
     out: Counter = Counter()
-    for (value, at, user), (partition, offset) in zip(data.clicks, coords):
+    for (value, at, user), (partition, offset) in zip(data.clicks, coords, strict=False):
         fields = None
         older = [v for v in history.get(user, []) if v[0] <= at]
         if older:
@@ -147,9 +158,16 @@ def expected_flat(data: Data, coords: List[Tuple[int, int]], topic: str) -> Coun
 def run_job(broker, job: str, env: dict, workers: int) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bytewax.run", f"dataflows.{job}", "-w", str(workers)],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
-             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "KAFKA_TAIL": "false", **env},
-        capture_output=True, text=True, timeout=180,
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(ROOT),
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "KAFKA_TAIL": "false",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
 
@@ -167,10 +185,18 @@ def test_clicks_job_joins_our_own_schema_into_flat_records(broker, inputs, topic
     topics, data, coords = inputs
     out = topic_names("joined", "dlq")
     broker.create_topics({out["joined"]: 2, out["dlq"]: 1})
-    run_job(broker, "clicks", {
-        **JOIN_SETTINGS, "CLICKS_TOPIC": topics["clicks"], "PROFILES_TOPIC": topics["profiles"],
-        "JOINED_TOPIC": out["joined"], "DLQ_TOPIC": out["dlq"],
-    }, workers)
+    run_job(
+        broker,
+        "clicks",
+        {
+            **JOIN_SETTINGS,
+            "CLICKS_TOPIC": topics["clicks"],
+            "PROFILES_TOPIC": topics["profiles"],
+            "JOINED_TOPIC": out["joined"],
+            "DLQ_TOPIC": out["dlq"],
+        },
+        workers,
+    )
 
     got: Counter = Counter()
     for rec in read_all(broker.bootstrap_servers, out["joined"]):
@@ -183,8 +209,11 @@ def test_clicks_job_joins_our_own_schema_into_flat_records(broker, inputs, topic
         {(v, reason, "decode_click"): 1 for v, reason in data.bad_clicks}
         | {(v, reason, "decode_profile"): 1 for _, v, reason in data.bad_profiles}
     )
-    unit = [r for r in read_all(broker.bootstrap_servers, out["dlq"])
-            if dict(r.headers)["dlq.reason"] == b"invalid_time"]
+    unit = [
+        r
+        for r in read_all(broker.bootstrap_servers, out["dlq"])
+        if dict(r.headers)["dlq.reason"] == b"invalid_time"
+    ]
     assert len(unit) == 1 and dict(unit[0].headers)["dlq.error"].decode().endswith(UNIT_MISTAKE)
 
 
@@ -196,7 +225,8 @@ def expected_top(data: Data) -> dict:
     for start, users in counts.items():
         ranked = sorted(users.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_N]
         out[iso(start)] = {
-            "window_start": iso(start), "window_end": iso(start + WINDOW_S * 1000),
+            "window_start": iso(start),
+            "window_end": iso(start + WINDOW_S * 1000),
             "top": [{"user_id": u, "clicks": n} for u, n in ranked],
         }
     return out
@@ -207,11 +237,20 @@ def test_top_users_counts_by_the_mapped_key_in_epoch_seconds(broker, inputs, top
     topics, data, _ = inputs
     out = topic_names("top", "late", "dlq")
     broker.create_topics({out["top"]: 1, out["late"]: 1, out["dlq"]: 1})
-    run_job(broker, "top_users", {
-        **MAPPING, "CLICKS_TOPIC": topics["clicks"], "TOP_USERS_TOPIC": out["top"],
-        "LATE_TOPIC": out["late"], "DLQ_TOPIC": out["dlq"], "WINDOW_SECONDS": str(WINDOW_S),
-        "TOP_N": str(TOP_N),
-    }, workers)
+    run_job(
+        broker,
+        "top_users",
+        {
+            **MAPPING,
+            "CLICKS_TOPIC": topics["clicks"],
+            "TOP_USERS_TOPIC": out["top"],
+            "LATE_TOPIC": out["late"],
+            "DLQ_TOPIC": out["dlq"],
+            "WINDOW_SECONDS": str(WINDOW_S),
+            "TOP_N": str(TOP_N),
+        },
+        workers,
+    )
     got = {}
     for rec in read_all(broker.bootstrap_servers, out["top"]):
         value = orjson.loads(rec.value)

@@ -19,8 +19,8 @@ import random
 import subprocess
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from datetime import UTC, datetime, timedelta, timezone
+from typing import NamedTuple
 
 import orjson
 import pytest
@@ -41,15 +41,15 @@ class Rec(NamedTuple):
     """A record to produce: partition, key, value (None for a tombstone)."""
 
     partition: int
-    key: Optional[bytes]
-    value: Optional[bytes]
+    key: bytes | None
+    value: bytes | None
 
 
 def to_ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso).timestamp() * 1000)
 
 
-def user_clicks(rng: random.Random, user: str, gap_ms: int) -> List[int]:
+def user_clicks(rng: random.Random, user: str, gap_ms: int) -> list[int]:
     """One user's click times: a few sessions, steps up to (and exactly) the gap
     inside one, more than (and just over) the gap between them."""
     times, t = [], T0 + rng.randrange(0, 3_600_000)
@@ -65,14 +65,14 @@ def click_value(rng: random.Random, user: str, ts: int, n: int) -> bytes:
     """A click in one of the accepted shapes: int or string user id, epoch ms or ISO
     time (in UTC or at +02:00)."""
     uid = int(user) if user.isdigit() else user
-    zone = rng.choice([timezone.utc, timezone(timedelta(hours=2))])
+    zone = rng.choice([UTC, timezone(timedelta(hours=2))])
     when = ts if rng.random() < 0.6 else datetime.fromtimestamp(ts / 1000, tz=zone).isoformat()
     return orjson.dumps({"user_id": uid, "ts": when, "page": f"/p/{n}"})
 
 
-def split_sessions(times: List[int], gap_ms: int) -> List[Tuple[int, int, int]]:
+def split_sessions(times: list[int], gap_ms: int) -> list[tuple[int, int, int]]:
     """(start, end, clicks) of sorted click times split on gaps > gap_ms."""
-    out: List[Tuple[int, int, int]] = []
+    out: list[tuple[int, int, int]] = []
     for t in sorted(times):
         if out and t - out[-1][1] <= gap_ms:
             out[-1] = (out[-1][0], t, out[-1][2] + 1)
@@ -90,7 +90,7 @@ BAD = [
 
 
 class Dataset(NamedTuple):
-    records: List[Rec]
+    records: list[Rec]
     #: Counter of (key, user, start ms, end ms, clicks).
     sessions: Counter
     #: Counter of (key, value, window start ms, window end ms, event ms).
@@ -106,16 +106,16 @@ def make_dataset(seed: int, partitions: int, users: int, late_clicks: int) -> Da
     rng = random.Random(seed)
     gap_ms = GAP_S * 1000
     names = [f"user-{i:02d}" if i % 3 else str(1000 + i) for i in range(users)]
-    clicks: List[Tuple[float, str, int, bytes]] = []
+    clicks: list[tuple[float, str, int, bytes]] = []
     for user in names:
         for n, ts in enumerate(user_clicks(rng, user, gap_ms)):
             # arrival order: event time plus up to 20 s of jitter (< lateness)
             clicks.append((ts + rng.uniform(0, 20_000), user, ts, click_value(rng, user, ts, n)))
     clicks.sort()
-    records: List[Rec] = []
+    records: list[Rec] = []
     late: Counter = Counter()
     late_users = set(rng.sample(names, late_clicks))
-    by_user: Dict[str, List[int]] = {}
+    by_user: dict[str, list[int]] = {}
     for _, user, ts, value in clicks:
         records.append(Rec(rng.randrange(partitions), user.encode(), value))
         by_user.setdefault(user, []).append(ts)
@@ -138,7 +138,7 @@ def make_dataset(seed: int, partitions: int, users: int, late_clicks: int) -> Da
     return Dataset(records, sessions, late, dead)
 
 
-def produce(bootstrap: str, topic: str, records: List[Rec]) -> None:
+def produce(bootstrap: str, topic: str, records: list[Rec]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     for rec in records:
         producer.produce(topic, rec.value, rec.key, partition=rec.partition)

@@ -60,9 +60,7 @@ def test_live_click_is_joined_quickly_when_profiles_are_idle(broker, topic_names
         for n in range(5):
             produced_at = time.time()
             click_ts = int(produced_at * 1000)
-            producer.produce(
-                t["clicks"], orjson.dumps({"user_id": "live", "ts": click_ts, "n": n}), b"live"
-            )
+            producer.produce(t["clicks"], orjson.dumps({"user_id": "live", "ts": click_ts, "n": n}), b"live")
             producer.flush()
             record = None
             deadline = time.time() + 20

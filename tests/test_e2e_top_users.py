@@ -9,7 +9,7 @@ import signal
 import subprocess
 import time
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -35,7 +35,7 @@ OPTIONS = GenerateOptions(
 
 
 def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def expected_windows(options: GenerateOptions) -> dict:
@@ -115,7 +115,9 @@ def test_top_users_job_emits_each_window_once_with_the_global_top(broker, clicks
     assert len(expected) == 6  # 3 h of data in 30-minute windows
     assert got == expected
     assert read_all(broker.bootstrap_servers, topics["late"]) == []
-    assert len(read_all(broker.bootstrap_servers, topics["dlq"])) == sum(report.bad_records["clicks"].values())
+    assert len(read_all(broker.bootstrap_servers, topics["dlq"])) == sum(
+        report.bad_records["clicks"].values()
+    )
 
 
 def test_idle_input_closes_windows_in_tailing_mode(broker, topic_names):
@@ -133,7 +135,9 @@ def test_idle_input_closes_windows_in_tailing_mode(broker, topic_names):
         start_new_session=True,
     )
     producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "idle", "fetch.wait.max.ms": 10})
+    consumer = Consumer(
+        {"bootstrap.servers": broker.bootstrap_servers, "group.id": "idle", "fetch.wait.max.ms": 10}
+    )
     consumer.assign([TopicPartition(topics["top"], 0, 0)])
     try:
         time.sleep(2.5)  # job start-up

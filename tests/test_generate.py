@@ -51,8 +51,9 @@ def good(records, role):
 
 def test_same_seed_gives_identical_records_and_another_seed_does_not():
     """Reproducibility is what lets tests and benchmarks rebuild the expected data."""
-    options = GenerateOptions(users=20, clicks=300, bad_fraction=0.2, unknown_fraction=0.1,
-                              out_of_order_ms=2000, seed=7)
+    options = GenerateOptions(
+        users=20, clicks=300, bad_fraction=0.2, unknown_fraction=0.1, out_of_order_ms=2000, seed=7
+    )
     first = list(generate_records(options))
     assert first == list(generate_records(options))
     other = list(generate_records(dataclasses.replace(options, seed=8)))
@@ -61,8 +62,9 @@ def test_same_seed_gives_identical_records_and_another_seed_does_not():
 
 
 def test_counts_match_the_options():
-    options = GenerateOptions(users=20, versions_per_user=4, clicks=500,
-                              bad_fraction=0.1, unknown_fraction=0.1)
+    options = GenerateOptions(
+        users=20, versions_per_user=4, clicks=500, bad_fraction=0.1, unknown_fraction=0.1
+    )
     records = list(generate_records(options))
     report = summarize(records)
     assert report.profiles_produced == 80
@@ -106,7 +108,7 @@ def test_bad_records_are_really_bad():
             assert "user_id" not in body and r.key is None
         elif kind.startswith("user_id_"):
             expected = {"float": float, "bool": bool, "object": dict, "null": type(None)}
-            assert type(body["user_id"]) is expected[kind[len("user_id_"):]]
+            assert type(body["user_id"]) is expected[kind[len("user_id_") :]]
         elif kind == "time_unparseable":
             assert body[time_field] == "yesterday"
         elif kind == "time_float":
@@ -154,7 +156,7 @@ def test_click_times_formats_and_unknown_users():
             times.append(r.timestamp_ms)  # the message timestamp carries the time
     assert set(formats) == {"int", "str", "missing"}
     assert times == sorted(times)  # in order without --out-of-order-ms
-    assert START_MS <= times[0] and times[-1] <= START_MS + 3600_000
+    assert times[0] >= START_MS and times[-1] <= START_MS + 3600_000
 
 
 def test_out_of_order_jitter_stays_bounded():
@@ -227,21 +229,43 @@ def create(broker, topic_names, partitions, *bases):
 @pytest.mark.broker
 def test_generate_then_read_back_exactly(broker, topic_names, tmp_path, capsys):
     names = create(broker, topic_names, 3, "profiles", "clicks")
-    argv = ["--users", "30", "--clicks", "600", "--versions-per-user", "3",
-            "--bad-fraction", "0.1", "--unknown-fraction", "0.1",
-            "--out-of-order-ms", "5000", "--interleave", "--seed", "11"]
+    argv = [
+        "--users",
+        "30",
+        "--clicks",
+        "600",
+        "--versions-per-user",
+        "3",
+        "--bad-fraction",
+        "0.1",
+        "--unknown-fraction",
+        "0.1",
+        "--out-of-order-ms",
+        "5000",
+        "--interleave",
+        "--seed",
+        "11",
+    ]
     report_path = tmp_path / "report.json"
-    code = generate.main([
-        *argv, "--bootstrap-servers", broker.bootstrap_servers,
-        "--profiles-topic", names["profiles"], "--clicks-topic", names["clicks"],
-        "--json-report", str(report_path),
-    ])
+    code = generate.main(
+        [
+            *argv,
+            "--bootstrap-servers",
+            broker.bootstrap_servers,
+            "--profiles-topic",
+            names["profiles"],
+            "--clicks-topic",
+            names["clicks"],
+            "--json-report",
+            str(report_path),
+        ]
+    )
     assert code == 0
     assert "delivery failures:    0" in capsys.readouterr().out
 
-    expected_profiles, expected_clicks = split_by_topic(generate_records(
-        generate.options_from_args(generate.build_parser().parse_args(argv))
-    ))
+    expected_profiles, expected_clicks = split_by_topic(
+        generate_records(generate.options_from_args(generate.build_parser().parse_args(argv)))
+    )
     report = json.loads(report_path.read_text())
     assert report["profiles_produced"] == 90 and report["clicks_produced"] == 600
     assert report["unknown_user_clicks"] == 60 and report["delivery_failures"] == 0
@@ -253,8 +277,7 @@ def test_generate_then_read_back_exactly(broker, topic_names, tmp_path, capsys):
     assert len(profiles) == len(expected_profiles) == 99
     assert len(clicks) == len(expected_clicks) == 660
     for got, expected in ((profiles, expected_profiles), (clicks, expected_clicks)):
-        assert Counter((r.key, r.value) for r in got) == Counter(
-            (r.key, r.value) for r in expected)
+        assert Counter((r.key, r.value) for r in got) == Counter((r.key, r.value) for r in expected)
         assert len({r.partition for r in got}) == 3
 
     # An explicit message timestamp (clicks without "ts") survives the broker.
@@ -279,10 +302,20 @@ def test_generate_then_read_back_exactly(broker, topic_names, tmp_path, capsys):
 @pytest.mark.broker
 def test_generate_refuses_missing_topics(broker, topic_names, capsys):
     names = topic_names("profiles", "clicks")
-    code = generate.main(["--users", "2", "--clicks", "2",
-                          "--bootstrap-servers", broker.bootstrap_servers,
-                          "--profiles-topic", names["profiles"],
-                          "--clicks-topic", names["clicks"]])
+    code = generate.main(
+        [
+            "--users",
+            "2",
+            "--clicks",
+            "2",
+            "--bootstrap-servers",
+            broker.bootstrap_servers,
+            "--profiles-topic",
+            names["profiles"],
+            "--clicks-topic",
+            names["clicks"],
+        ]
+    )
     assert code == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -295,18 +328,22 @@ def test_read_topic_count_json_limit_and_empty(broker, topic_names, capsys):
     producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
     for i in range(250):  # many records per batch: the case the high watermark gets wrong
         producer.produce(names["data"], key=b"k%d" % (i % 7), value=b"v%d" % i, partition=0)
-    producer.produce(names["data"], key=None, value=b"\xff\x00raw", partition=1,
-                     headers=[("h", b"1")], timestamp=1767225600000)
+    producer.produce(
+        names["data"],
+        key=None,
+        value=b"\xff\x00raw",
+        partition=1,
+        headers=[("h", b"1")],
+        timestamp=1767225600000,
+    )
     producer.produce(names["data"], key=b"t", value=None, partition=1)
     assert producer.flush(10) == 0
     bootstrap = ["--bootstrap-servers", broker.bootstrap_servers]
 
     assert read_topic.main([names["data"], "--count", *bootstrap]) == 0
-    assert capsys.readouterr().out.splitlines() == [
-        "partition 0: 250", "partition 1: 2", "total: 252"]
+    assert capsys.readouterr().out.splitlines() == ["partition 0: 250", "partition 1: 2", "total: 252"]
     assert read_topic.main([names["empty"], "--count", *bootstrap]) == 0
-    assert capsys.readouterr().out.splitlines() == [
-        "partition 0: 0", "partition 1: 0", "total: 0"]
+    assert capsys.readouterr().out.splitlines() == ["partition 0: 0", "partition 1: 0", "total: 0"]
     assert read_all(broker.bootstrap_servers, names["empty"], timeout_s=10) == []
 
     assert read_topic.main([names["data"], "--json", *bootstrap]) == 0
@@ -318,8 +355,7 @@ def test_read_topic_count_json_limit_and_empty(broker, topic_names, capsys):
     assert raw["timestamp"] == 1767225600000
     tombstone = next(line for line in lines if line["partition"] == 1 and line["offset"] == 1)
     assert tombstone["value"] is None and tombstone["key"] == "t"
-    assert {line["value"] for line in lines if line["partition"] == 0} == {
-        f"v{i}" for i in range(250)}
+    assert {line["value"] for line in lines if line["partition"] == 0} == {f"v{i}" for i in range(250)}
 
     assert read_topic.main([names["data"], "--limit", "5", *bootstrap]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 5

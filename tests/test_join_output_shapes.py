@@ -22,30 +22,53 @@ def values(messages) -> list:
 def test_nested_output_embeds_both_records_and_is_keyed_by_the_mapped_key():
     out = encode_results([JoinResult(CLICK, PROFILE)], "joined", None)
     assert values(out) == [
-        ("joined", b"42", {
-            "user_id": "42",
-            "click": {"uid": 42, "page": "/home", "tier": "click-tier"},
-            "profile": {"tier": "gold", "city": "Oslo"},
-            "click_ts": 1000, "profile_ts": 900, "source": SOURCE,
-        })
+        (
+            "joined",
+            b"42",
+            {
+                "user_id": "42",
+                "click": {"uid": 42, "page": "/home", "tier": "click-tier"},
+                "profile": {"tier": "gold", "city": "Oslo"},
+                "click_ts": 1000,
+                "profile_ts": 900,
+                "source": SOURCE,
+            },
+        )
     ]
     assert out[0].lineage == b"clicks/3/17"
 
 
 def test_flat_output_lifts_the_click_prefixes_the_profile_and_keeps_lineage_aside():
-    out = encode_results([JoinResult(CLICK, PROFILE), JoinResult(CLICK._replace(offset=18), None)],
-                         "joined", None, FlatShape("p_", "keep_click"))
+    out = encode_results(
+        [JoinResult(CLICK, PROFILE), JoinResult(CLICK._replace(offset=18), None)],
+        "joined",
+        None,
+        FlatShape("p_", "keep_click"),
+    )
     assert values(out) == [
-        ("joined", b"42", {
-            "uid": 42, "page": "/home", "tier": "click-tier",
-            "p_tier": "gold", "p_city": "Oslo",
-            "_join": {"click_ts": 1000, "profile_ts": 900, "source": SOURCE},
-        }),
+        (
+            "joined",
+            b"42",
+            {
+                "uid": 42,
+                "page": "/home",
+                "tier": "click-tier",
+                "p_tier": "gold",
+                "p_city": "Oslo",
+                "_join": {"click_ts": 1000, "profile_ts": 900, "source": SOURCE},
+            },
+        ),
         # left mode, unmatched: no profile fields at all
-        ("joined", b"42", {
-            "uid": 42, "page": "/home", "tier": "click-tier",
-            "_join": {"click_ts": 1000, "profile_ts": None, "source": {**SOURCE, "offset": 18}},
-        }),
+        (
+            "joined",
+            b"42",
+            {
+                "uid": 42,
+                "page": "/home",
+                "tier": "click-tier",
+                "_join": {"click_ts": 1000, "profile_ts": None, "source": {**SOURCE, "offset": 18}},
+            },
+        ),
     ]
     # field order: the click's as received, then the profile's, then _join
     assert list(orjson.loads(out[0].value)) == ["uid", "page", "tier", "p_tier", "p_city", "_join"]
@@ -63,10 +86,17 @@ def test_inner_mode_sends_unmatched_flat_clicks_to_their_topic():
 def test_an_empty_prefix_collides_and_the_policy_picks_the_value(policy, tier):
     out = encode_results([JoinResult(CLICK, PROFILE)], "joined", None, FlatShape("", policy))
     assert values(out) == [
-        ("joined", b"42", {
-            "uid": 42, "page": "/home", "tier": tier, "city": "Oslo",
-            "_join": {"click_ts": 1000, "profile_ts": 900, "source": SOURCE},
-        })
+        (
+            "joined",
+            b"42",
+            {
+                "uid": 42,
+                "page": "/home",
+                "tier": tier,
+                "city": "Oslo",
+                "_join": {"click_ts": 1000, "profile_ts": 900, "source": SOURCE},
+            },
+        )
     ]
 
 
@@ -74,10 +104,18 @@ def test_a_collision_under_dead_letter_sends_the_click_to_the_dlq_with_its_bytes
     clean = CLICK._replace(offset=20, value=b'{"uid":42}')
     out = encode_results(
         [JoinResult(CLICK, PROFILE), JoinResult(clean, PROFILE)],
-        "joined", None, FlatShape("", "dead_letter"), "dlq",
+        "joined",
+        None,
+        FlatShape("", "dead_letter"),
+        "dlq",
     )
     dead, ok = out
-    assert (dead.topic, dead.key, dead.value, dead.lineage) == ("dlq", b"k42", CLICK.value, b"dlq:clicks/3/17")
+    assert (dead.topic, dead.key, dead.value, dead.lineage) == (
+        "dlq",
+        b"k42",
+        CLICK.value,
+        b"dlq:clicks/3/17",
+    )
     assert dict(dead.headers) == {
         "dlq.error": b"field_collision: profile field 'tier' is output as 'tier', a click field",
         "dlq.reason": b"field_collision",

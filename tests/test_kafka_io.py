@@ -25,8 +25,9 @@ from connectors.kafka_source import KafkaSourceError, list_topic_partitions
 
 
 def test_reader_config_defaults_and_overrides():
-    config = reader_config({"bootstrap.servers": "h:1", "enable.partition.eof": "false",
-                            "fetch.wait.max.ms": "50"})
+    config = reader_config(
+        {"bootstrap.servers": "h:1", "enable.partition.eof": "false", "fetch.wait.max.ms": "50"}
+    )
     assert config["bootstrap.servers"] == "h:1"
     assert config["enable.partition.eof"] == "true"  # read_to_end needs it
     assert config["fetch.wait.max.ms"] == "50"  # the caller's config wins over defaults
@@ -39,7 +40,11 @@ def test_reader_config_defaults_and_overrides():
 
 def test_table_aligns_columns_and_strips_trailing_spaces():
     assert table([("a", 1), ("long", 1000)], ["name", "n"], align="lr") == [
-        "name     n", "----  ----", "a        1", "long  1000"]
+        "name     n",
+        "----  ----",
+        "a        1",
+        "long  1000",
+    ]
     assert table([("x", "y", 3), ("xyz", "y", 10)], indent="  ") == ["  x    y  3", "  xyz  y  10"]
     assert table([]) == []
 
@@ -56,8 +61,12 @@ def test_topic_lookups_never_create_topics(broker, topic_names):
     assert info.value.topics == [names["absent"]]
     assert str(info.value) == f"topic {names['absent']!r} does not exist"
     assert missing_topics(bootstrap, [names["absent2"], names["present"], names["absent"]]) == sorted(
-        [names["absent"], names["absent2"]])
-    with pytest.raises(KafkaSourceError, match=rf"topic {names['absent']!r} is not usable at .*: it does not exist \(create it first\)"):
+        [names["absent"], names["absent2"]]
+    )
+    with pytest.raises(
+        KafkaSourceError,
+        match=rf"topic {names['absent']!r} is not usable at .*: it does not exist \(create it first\)",
+    ):
         list_topic_partitions({"bootstrap.servers": bootstrap}, names["absent"])
     reader = Consumer(reader_config(bootstrap))
     try:
@@ -92,8 +101,10 @@ def test_read_to_end_reads_every_record_and_what_arrives_before_the_end_holds(br
     finally:
         consumer.close()
     assert sorted(seen) == sorted(
-        [(0, i, b"v%d" % i) for i in range(250)] + [(1, 0, b"p1")]
-        + [(2, i, b"late%d" % i) for i in range(10)])
+        [(0, i, b"v%d" % i) for i in range(250)]
+        + [(1, 0, b"p1")]
+        + [(2, i, b"late%d" % i) for i in range(10)]
+    )
 
     # From an offset, one partition; an end that cannot be confirmed in time.
     consumer = Consumer(reader_config(broker.bootstrap_servers))
@@ -110,8 +121,9 @@ def test_read_to_end_reads_every_record_and_what_arrives_before_the_end_holds(br
 def test_produce_with_backpressure_waits_for_room(broker, topic_names):
     topic = topic_names("bp")["bp"]
     broker.create_topics({topic: 1})
-    producer = Producer({"bootstrap.servers": broker.bootstrap_servers,
-                         "queue.buffering.max.messages": 5, "linger.ms": 20})
+    producer = Producer(
+        {"bootstrap.servers": broker.bootstrap_servers, "queue.buffering.max.messages": 5, "linger.ms": 20}
+    )
     waits = []
     for i in range(200):
         produce_with_backpressure(producer, topic, b"v%d" % i, b"k", on_wait=lambda: waits.append(1))
@@ -129,15 +141,25 @@ def test_produce_with_backpressure_waits_for_room(broker, topic_names):
 def test_produce_all_counts_deliveries_and_raises_delivery_errors(broker, topic_names):
     topic = topic_names("all")["all"]
     broker.create_topics({topic: 1})
-    producer = Producer({**PRODUCER_DEFAULTS, "bootstrap.servers": broker.bootstrap_servers,
-                         "queue.buffering.max.messages": 10})
+    producer = Producer(
+        {
+            **PRODUCER_DEFAULTS,
+            "bootstrap.servers": broker.bootstrap_servers,
+            "queue.buffering.max.messages": 10,
+        }
+    )
     reports = produce_all(producer, ((topic, {"value": b"%d" % i, "key": b"k"}) for i in range(100)))
     assert (reports.delivered, reports.failed) == (100, 0)
 
     # A topic that does not exist (and is not created): a failed delivery report.
     missing = topic_names("missing")["missing"]
-    producer = Producer({"bootstrap.servers": broker.bootstrap_servers,
-                         "allow.auto.create.topics": "false", "message.timeout.ms": 500})
+    producer = Producer(
+        {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "allow.auto.create.topics": "false",
+            "message.timeout.ms": 500,
+        }
+    )
     bad = [(topic, {"value": b"ok"}), (missing, {"value": b"lost"})]
     with pytest.raises(DeliveryFailed, match=rf"1 message\(s\) not delivered; first: {missing}"):
         produce_all(producer, bad)

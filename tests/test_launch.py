@@ -76,7 +76,12 @@ def test_service_port_workers_and_intervals_are_configurable():
 
 
 def test_explicit_addresses_and_process_id_override():
-    env = {"HOSTNAME": "clicks-1", "JOB": "clicks", "BYTEWAX_ADDRESSES": "a:1;b:2;c:3", "BYTEWAX_PROCESS_ID": "2"}
+    env = {
+        "HOSTNAME": "clicks-1",
+        "JOB": "clicks",
+        "BYTEWAX_ADDRESSES": "a:1;b:2;c:3",
+        "BYTEWAX_PROCESS_ID": "2",
+    }
     p = plan(env)
     assert (p.process_id, list(p.addresses)) == (2, ["a:1", "b:2", "c:3"])
     assert p.bytewax_args()[3:7] == ["-i", "2", "-a", "a:1;b:2;c:3"]
@@ -116,15 +121,33 @@ def test_single_process_without_cluster(env):
         ({"HOSTNAME": "clicks-3", "JOB": "clicks", "BYTEWAX_REPLICAS": "3"}, [], "outside 0..2"),
         ({"HOSTNAME": "abc", "JOB": "clicks", "BYTEWAX_REPLICAS": "3"}, [], "no StatefulSet ordinal"),
         ({"HOSTNAME": "abc", "JOB": "clicks", "BYTEWAX_ADDRESSES": "a:1;b:1"}, [], "set BYTEWAX_PROCESS_ID"),
-        ({"HOSTNAME": "clicks-0", "JOB": "clicks", "BYTEWAX_REPLICAS": "two"}, [], "BYTEWAX_REPLICAS must be a whole number"),
+        (
+            {"HOSTNAME": "clicks-0", "JOB": "clicks", "BYTEWAX_REPLICAS": "two"},
+            [],
+            "BYTEWAX_REPLICAS must be a whole number",
+        ),
         ({"HOSTNAME": "clicks-0", "JOB": "clicks", "BYTEWAX_REPLICAS": "0"}, [], "at least 1"),
-        ({"HOSTNAME": "clicks-0", "JOB": "clicks", "BYTEWAX_REPLICAS": "2", "BYTEWAX_ADDRESSES": "a:1"}, [],
-         "BYTEWAX_REPLICAS=2 but BYTEWAX_ADDRESSES lists 1"),
-        ({"HOSTNAME": "x", "JOB": "clicks", "BYTEWAX_ADDRESSES": "a:1;nonsense", "BYTEWAX_PROCESS_ID": "0"}, [],
-         "not host:port"),
+        (
+            {"HOSTNAME": "clicks-0", "JOB": "clicks", "BYTEWAX_REPLICAS": "2", "BYTEWAX_ADDRESSES": "a:1"},
+            [],
+            "BYTEWAX_REPLICAS=2 but BYTEWAX_ADDRESSES lists 1",
+        ),
+        (
+            {
+                "HOSTNAME": "x",
+                "JOB": "clicks",
+                "BYTEWAX_ADDRESSES": "a:1;nonsense",
+                "BYTEWAX_PROCESS_ID": "0",
+            },
+            [],
+            "not host:port",
+        ),
         ({"HOSTNAME": "x", "JOB": "clicks", "BYTEWAX_PROCESS_ID": "1"}, [], "only one process"),
-        ({"HOSTNAME": "x", "JOB": "clicks", "RECOVERY_DIR": "/r", "RECOVERY_SNAPSHOT_SECONDS": "0.5"}, [],
-         "RECOVERY_SNAPSHOT_SECONDS must be a whole number"),
+        (
+            {"HOSTNAME": "x", "JOB": "clicks", "RECOVERY_DIR": "/r", "RECOVERY_SNAPSHOT_SECONDS": "0.5"},
+            [],
+            "RECOVERY_SNAPSHOT_SECONDS must be a whole number",
+        ),
         ({"HOSTNAME": "x", "JOB": "clicks", "RECOVERY_SNAPSHOT_SECONDS": "0"}, [], "at least 1"),
     ],
 )
@@ -183,12 +206,17 @@ def test_wait_for_dns_retries_until_the_name_resolves():
     )
 
 
-
 # --- one set of recovery variables; whole seconds only --------------------------------
 
 
 def test_old_variable_names_still_work_for_one_release_with_a_warning():
-    env = {"HOSTNAME": "x", "JOB": "clicks", "RECOVERY_DIR": "/r", "SNAPSHOT_SECONDS": "2", "BACKUP_SECONDS": "30"}
+    env = {
+        "HOSTNAME": "x",
+        "JOB": "clicks",
+        "RECOVERY_DIR": "/r",
+        "SNAPSHOT_SECONDS": "2",
+        "BACKUP_SECONDS": "30",
+    }
     p = plan(env)
     assert p.bytewax_args()[-6:] == ["-r", "/r", "-s", "2", "-b", "30"]
     assert p.warnings == (
@@ -200,12 +228,16 @@ def test_old_variable_names_still_work_for_one_release_with_a_warning():
     # with both names set, the new one counts
     p = plan({**env, "RECOVERY_SNAPSHOT_SECONDS": "7"})
     assert p.bytewax_args()[-4:-2] == ["-s", "7"]
-    assert p.warnings[0] == "warning: SNAPSHOT_SECONDS is deprecated and ignored here: RECOVERY_SNAPSHOT_SECONDS is set"
+    assert (
+        p.warnings[0]
+        == "warning: SNAPSHOT_SECONDS is deprecated and ignored here: RECOVERY_SNAPSHOT_SECONDS is set"
+    )
     assert plan({"HOSTNAME": "x", "JOB": "clicks"}).warnings == ()
 
 
-@pytest.mark.parametrize("name", ["RECOVERY_SNAPSHOT_SECONDS", "SNAPSHOT_SECONDS", "RECOVERY_BACKUP_SECONDS",
-                                  "BACKUP_SECONDS"])
+@pytest.mark.parametrize(
+    "name", ["RECOVERY_SNAPSHOT_SECONDS", "SNAPSHOT_SECONDS", "RECOVERY_BACKUP_SECONDS", "BACKUP_SECONDS"]
+)
 def test_fractional_seconds_are_refused_in_one_line_not_rounded(name):
     with pytest.raises(launch.LaunchError) as raised:
         plan({"HOSTNAME": "x", "JOB": "clicks", "RECOVERY_DIR": "/r", name: "0.5"})
@@ -217,7 +249,9 @@ def test_bytewax_run_itself_takes_whole_seconds_only(capsys):
     from bytewax.run import _create_arg_parser
 
     parser = _create_arg_parser()
-    assert parser.parse_args(["dataflows.clicks", "-s", "2", "-b", "0"]).snapshot_interval.total_seconds() == 2
+    assert (
+        parser.parse_args(["dataflows.clicks", "-s", "2", "-b", "0"]).snapshot_interval.total_seconds() == 2
+    )
     for flag in ("-s", "-b"):
         with pytest.raises(SystemExit):
             parser.parse_args(["dataflows.clicks", flag, "0.5"])
@@ -227,4 +261,11 @@ def test_bytewax_run_itself_takes_whole_seconds_only(capsys):
 def test_a_double_dash_after_the_job_separates_bytewax_run_arguments():
     p = plan({"HOSTNAME": "x"}, ["clicks", "--", "-w", "2"])
     assert p.bytewax_args() == ["-m", "bytewax.run", "dataflows.clicks", "-w", "2"]
-    assert launch.launcher_command("clicks", "-w", "2")[1:] == ["-m", "clickstream.launch", "clicks", "--", "-w", "2"]
+    assert launch.launcher_command("clicks", "-w", "2")[1:] == [
+        "-m",
+        "clickstream.launch",
+        "clicks",
+        "--",
+        "-w",
+        "2",
+    ]

@@ -53,7 +53,11 @@ def test_each_pod_creates_only_its_own_partition(tmp_path):
         env = {"HOSTNAME": f"clicks-{i}", "JOB": "clicks", "BYTEWAX_REPLICAS": "3",
                "RECOVERY_DIR": str(d), "RECOVERY_PARTITIONS": "2"}  # fmt: skip
         launch.init_recovery(plan(env))
-    assert [sorted(f.name for f in d.glob("part-*")) for d in dirs] == [["part-0.sqlite3"], ["part-1.sqlite3"], []]
+    assert [sorted(f.name for f in d.glob("part-*")) for d in dirs] == [
+        ["part-0.sqlite3"],
+        ["part-1.sqlite3"],
+        [],
+    ]
     # Together they form one store of 2 partitions, each exactly once.
     assert part_counts(dirs[0] / "part-0.sqlite3") == [(0, 2)]
     assert part_counts(dirs[1] / "part-1.sqlite3") == [(1, 2)]
@@ -64,8 +68,13 @@ def test_a_directory_whose_partitions_were_moved_away_is_not_initialised_again(t
     volume. When pod 1 comes back, an empty new part-1 would duplicate it."""
     pods = [tmp_path / "pod-0", tmp_path / "pod-1"]
     envs = [
-        {"HOSTNAME": f"clicks-{i}", "JOB": "clicks", "BYTEWAX_REPLICAS": "2",
-         "RECOVERY_DIR": str(d), "RECOVERY_PARTITIONS": "2"}  # fmt: skip
+        {
+            "HOSTNAME": f"clicks-{i}",
+            "JOB": "clicks",
+            "BYTEWAX_REPLICAS": "2",
+            "RECOVERY_DIR": str(d),
+            "RECOVERY_PARTITIONS": "2",
+        }
         for i, d in enumerate(pods)
     ]
     assert [launch.init_recovery(plan(e)) for e in envs] == [True, True]
@@ -82,7 +91,9 @@ def test_a_resumed_store_is_pruned_when_the_pod_holds_all_of_it(tmp_path, capsys
     env = {"HOSTNAME": "clicks-0", "JOB": "clicks", "RECOVERY_DIR": str(whole)}
     assert launch.init_recovery(plan(env)) is True
     with sqlite3.connect(whole / "part-0.sqlite3") as db:  # a killed run's epoch-1 snapshot
-        db.execute("INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) VALUES ('s', 'k', 1, NULL)")
+        db.execute(
+            "INSERT INTO snaps (step_id, state_key, snap_epoch, ser_change) VALUES ('s', 'k', 1, NULL)"
+        )
     capsys.readouterr()
     assert launch.init_recovery(plan(env)) is False
     assert "recovery: resuming at epoch 1; pruned 1 uncommitted snapshot(s)" in capsys.readouterr().err
@@ -94,8 +105,10 @@ def test_a_resumed_store_is_pruned_when_the_pod_holds_all_of_it(tmp_path, capsys
     assert launch.init_recovery(plan(pod1)) is True
     capsys.readouterr()
     assert launch.init_recovery(plan(pod1)) is False
-    assert ("recovery: warning: uncommitted snapshots not pruned: "
-            f"{spread} holds 1 of the store's 2 partitions (missing [0])") in capsys.readouterr().err
+    assert (
+        "recovery: warning: uncommitted snapshots not pruned: "
+        f"{spread} holds 1 of the store's 2 partitions (missing [0])"
+    ) in capsys.readouterr().err
 
 
 def run_entrypoint(env: dict, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -155,9 +168,17 @@ def test_two_pods_form_one_cluster_and_write_exactly_the_expected_output(broker,
     suffix = os.urandom(3).hex()  # input names as test_e2e_clicks's dead_letters() expects
     topics.update(clicks=f"e2e_clicks_{suffix}", profiles=f"e2e_profiles_{suffix}")
     broker.create_topics(
-        {topics["clicks"]: 3, topics["profiles"]: 2, topics["joined"]: 2, topics["unmatched"]: 1, topics["dlq"]: 1}
+        {
+            topics["clicks"]: 3,
+            topics["profiles"]: 2,
+            topics["joined"]: 2,
+            topics["unmatched"]: 1,
+            topics["dlq"]: 1,
+        }
     )
-    report = produce(OPTIONS, {"bootstrap.servers": broker.bootstrap_servers}, topics["profiles"], topics["clicks"])
+    report = produce(
+        OPTIONS, {"bootstrap.servers": broker.bootstrap_servers}, topics["profiles"], topics["clicks"]
+    )
     assert report.delivery_failures == 0
     expected = Expected(OPTIONS, TTL_S)
 
@@ -200,7 +221,7 @@ def test_two_pods_form_one_cluster_and_write_exactly_the_expected_output(broker,
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    for i, (proc, (_, err)) in enumerate(zip(procs, outputs)):
+    for i, (proc, (_, err)) in enumerate(zip(procs, outputs, strict=False)):
         assert proc.returncode == 0, f"clicks-{i}:\n{err[-4000:]}"
         assert f"dataflows.clicks -i {i} -a '{addresses}' -r {stores[i]} -s 1 -b 0" in err
 
@@ -221,10 +242,22 @@ def test_two_pods_form_one_cluster_and_write_exactly_the_expected_output(broker,
 def test_deprecated_run_job_alias_maps_its_flags_to_the_launcher(tmp_path):
     store = tmp_path / "r"
     proc = subprocess.run(
-        [sys.executable, "-m", "clickstream.run_job", "clicks", "--recovery-dir", str(store),
-         "--snapshot-seconds", "1", "--", "--help"],
+        [
+            sys.executable,
+            "-m",
+            "clickstream.run_job",
+            "clicks",
+            "--recovery-dir",
+            str(store),
+            "--snapshot-seconds",
+            "1",
+            "--",
+            "--help",
+        ],
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), "HOSTNAME": "x"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert "usage: python -m bytewax.run" in proc.stdout
@@ -236,9 +269,16 @@ def test_deprecated_run_job_alias_maps_its_flags_to_the_launcher(tmp_path):
 def test_a_fractional_snapshot_interval_stops_the_launcher_with_one_line():
     proc = subprocess.run(
         [sys.executable, "-m", "clickstream.launch", "clicks"],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), "HOSTNAME": "x",
-             "RECOVERY_DIR": "/nonexistent/r", "SNAPSHOT_SECONDS": "0.5"},
-        capture_output=True, text=True, timeout=60,
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(ROOT),
+            "HOSTNAME": "x",
+            "RECOVERY_DIR": "/nonexistent/r",
+            "SNAPSHOT_SECONDS": "0.5",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [

@@ -37,7 +37,9 @@ def test_clicks_job_serves_metrics_and_logs_progress_without_secrets(broker, top
     # when the scrape looks at the state size.
     t0 = int(time.time() * 1000) - 3_600_000
     for u in range(10):
-        producer.produce(t["profiles"], orjson.dumps({"user_id": f"u{u}", "updated_at": t0}), f"u{u}".encode())
+        producer.produce(
+            t["profiles"], orjson.dumps({"user_id": f"u{u}", "updated_at": t0}), f"u{u}".encode()
+        )
     for i in range(300):
         producer.produce(t["clicks"], orjson.dumps({"user_id": f"u{i % 12}", "ts": t0 + 1000 + i}), b"k")
     for bad in (b"{", b"[]", b"{}"):
@@ -48,13 +50,24 @@ def test_clicks_job_serves_metrics_and_logs_progress_without_secrets(broker, top
     log = tmp_path / "job.log"
     job = subprocess.Popen(
         job_command("clicks"),
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
-             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "KAFKA_TAIL": "true",
-             "KAFKA_SASL_PASSWORD": "s3cret-never-logged",
-             "METRICS_PORT": str(port), "PROGRESS_INTERVAL_SECONDS": "1", "JOIN_MODE": "inner",
-             "CLICKS_TOPIC": t["clicks"], "PROFILES_TOPIC": t["profiles"], "JOINED_TOPIC": t["joined"],
-             "UNMATCHED_TOPIC": t["unmatched"], "DLQ_TOPIC": t["dlq"]},
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(ROOT),
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "KAFKA_TAIL": "true",
+            "KAFKA_SASL_PASSWORD": "s3cret-never-logged",
+            "METRICS_PORT": str(port),
+            "PROGRESS_INTERVAL_SECONDS": "1",
+            "JOIN_MODE": "inner",
+            "CLICKS_TOPIC": t["clicks"],
+            "PROFILES_TOPIC": t["profiles"],
+            "JOINED_TOPIC": t["joined"],
+            "UNMATCHED_TOPIC": t["unmatched"],
+            "DLQ_TOPIC": t["dlq"],
+        },
+        stdout=open(log, "wb"),  # noqa: SIM115 - the job writes it for its whole life
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -64,7 +77,10 @@ def test_clicks_job_serves_metrics_and_logs_progress_without_secrets(broker, top
                 values = scrape(port)
             except OSError:
                 values = {}
-            if values.get("clickstream_joined_total", 0) + values.get("clickstream_unmatched_total", 0) >= 300:
+            if (
+                values.get("clickstream_joined_total", 0) + values.get("clickstream_unmatched_total", 0)
+                >= 300
+            ):
                 break
             time.sleep(0.5)
         time.sleep(1.5)  # one more progress line
@@ -79,7 +95,9 @@ def test_clicks_job_serves_metrics_and_logs_progress_without_secrets(broker, top
     assert values[f'clickstream_dead_lettered_total{{reason="missing_user_id",topic="{t["clicks"]}"}}'] == 1
     assert values['clickstream_state_size{kind="join_users",shard="all"}'] == 10
     text = log.read_text()
-    assert re.search(r"clicks progress: in=313 \(\d+/s\) joined=250 unmatched=50 dead_lettered=3", text), text[-2000:]
+    assert re.search(r"clicks progress: in=313 \(\d+/s\) joined=250 unmatched=50 dead_lettered=3", text), (
+        text[-2000:]
+    )
     assert "s3cret-never-logged" not in text
 
 
@@ -94,8 +112,8 @@ def test_windowed_job_counts_results_and_late_clicks_under_the_job_name(broker, 
     is the job's name (top_users), not its output topic."""
     from bytewax.testing import run_main
 
-    from dataflows.settings import TopUsersSettings, load_settings
     from dataflows import top_users
+    from dataflows.settings import TopUsersSettings, load_settings
 
     t = topic_names("clicks", "top", "late", "dlq")
     broker.create_topics({t["clicks"]: 1, t["top"]: 1, t["late"]: 1, t["dlq"]: 1})
@@ -105,13 +123,23 @@ def test_windowed_job_counts_results_and_late_clicks_under_the_job_name(broker, 
     for ts in (t0, t0 + 7_200_000, t0 + 1):
         producer.produce(t["clicks"], orjson.dumps({"user_id": "u1", "ts": ts}), b"u1")
     assert producer.flush(30) == 0
-    settings, kafka = load_settings(TopUsersSettings, {
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "KAFKA_TAIL": "false",
-        "SOURCE_BATCH_SIZE": "1", "ALLOWED_LATENESS_SECONDS": "0", "STATE_SHARDS": "1",
-        "CLICKS_TOPIC": t["clicks"], "TOP_USERS_TOPIC": t["top"], "LATE_TOPIC": t["late"],
-        "DLQ_TOPIC": t["dlq"],
-    })
-    before = {name: _sample(name, "top_users") for name in ("clickstream_results_total", "clickstream_late_total")}
+    settings, kafka = load_settings(
+        TopUsersSettings,
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "KAFKA_TAIL": "false",
+            "SOURCE_BATCH_SIZE": "1",
+            "ALLOWED_LATENESS_SECONDS": "0",
+            "STATE_SHARDS": "1",
+            "CLICKS_TOPIC": t["clicks"],
+            "TOP_USERS_TOPIC": t["top"],
+            "LATE_TOPIC": t["late"],
+            "DLQ_TOPIC": t["dlq"],
+        },
+    )
+    before = {
+        name: _sample(name, "top_users") for name in ("clickstream_results_total", "clickstream_late_total")
+    }
     run_main(top_users.build_flow(settings, kafka))
     assert _sample("clickstream_results_total", "top_users") - before["clickstream_results_total"] == 2
     assert _sample("clickstream_late_total", "top_users") - before["clickstream_late_total"] == 1

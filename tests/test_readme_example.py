@@ -47,9 +47,15 @@ def test_the_readme_dataflow_runs_as_written(broker, tmp_path):
     (tmp_path / "my_enrichment.py").write_text(readme_dataflow())
     proc = subprocess.run(
         [sys.executable, "-m", "bytewax.run", "my_enrichment"],
-        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": f"{tmp_path}:{ROOT}",
-             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers},
-        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": f"{tmp_path}:{ROOT}",
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        },
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -57,6 +63,10 @@ def test_the_readme_dataflow_runs_as_written(broker, tmp_path):
     for rec in read_all(broker.bootstrap_servers, "enriched"):
         body = orjson.loads(rec.value)
         got[(rec.key, body["click"]["n"], body["profile"] and body["profile"]["tier"])] += 1
-    assert got == Counter({(b"7", 0, "free"): 1, (b"7", 1, "gold"): 1, (b"8", 2, "pro"): 1, (b"9", 3, None): 1})
-    dead = [(dict(r.headers)["dlq.reason"], r.value) for r in read_all(broker.bootstrap_servers, "dead_letters")]
+    assert got == Counter(
+        {(b"7", 0, "free"): 1, (b"7", 1, "gold"): 1, (b"8", 2, "pro"): 1, (b"9", 3, None): 1}
+    )
+    dead = [
+        (dict(r.headers)["dlq.reason"], r.value) for r in read_all(broker.bootstrap_servers, "dead_letters")
+    ]
     assert dead == [(b"missing_user_id", b'{"user": {}, "event_time": 1767225600}')]

@@ -7,9 +7,11 @@ import logging
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from operators.records import DeadLetter, Event, SourceRecord
 from operators.record_mapping import RecordMapping, make_parser
+from operators.records import DeadLetter, Event, SourceRecord
 from story import T0
 
 NOW = T0 + 3600_000
@@ -54,13 +56,22 @@ def test_a_nested_key_and_time_are_read_and_an_integer_id_is_normalised():
         # a path through a non-object is an absent key
         ({"customer": "42", "meta": {"at": T0}}, "missing_user_id", "no field customer.id"),
         ({"customer": [1], "meta": {"at": T0}}, "missing_user_id", "no field customer.id"),
-        ({"customer": {"id": None}}, "invalid_user_id",
-         "customer.id must be a non-empty string or an integer, got NoneType"),
+        (
+            {"customer": {"id": None}},
+            "invalid_user_id",
+            "customer.id must be a non-empty string or an integer, got NoneType",
+        ),
         ({"customer": {"id": ""}}, "invalid_user_id", "customer.id is an empty string"),
-        ({"customer": {"id": 4.0}}, "invalid_user_id",
-         "customer.id must be a non-empty string or an integer, got float"),
-        ({"customer": {"id": True}}, "invalid_user_id",
-         "customer.id must be a non-empty string or an integer, got bool"),
+        (
+            {"customer": {"id": 4.0}},
+            "invalid_user_id",
+            "customer.id must be a non-empty string or an integer, got float",
+        ),
+        (
+            {"customer": {"id": True}},
+            "invalid_user_id",
+            "customer.id must be a non-empty string or an integer, got bool",
+        ),
     ],
 )
 def test_bad_nested_keys_keep_the_reason_names_and_name_the_configured_field(obj, reason, detail):
@@ -88,9 +99,7 @@ def test_a_missing_or_unusable_message_key_is_dead_lettered(key, reason, detail)
 
 
 def test_the_value_must_still_be_a_json_object_when_the_key_is_the_message_key():
-    assert dead(MESSAGE_KEYED, rec(b"[1]")) == (
-        "not_an_object", "top-level JSON is list, not an object"
-    )
+    assert dead(MESSAGE_KEYED, rec(b"[1]")) == ("not_an_object", "top-level JSON is list, not an object")
 
 
 # -- time formats -----------------------------------------------------------
@@ -124,18 +133,29 @@ def test_each_time_format_reads_its_own_form(time_format, raw, expected_ms):
 @pytest.mark.parametrize(
     "time_format,raw,detail",
     [
-        ("epoch_ms", "2026-01-01T00:00:00Z", "t must be an integer of epoch milliseconds (epoch_ms), got str"),
+        (
+            "epoch_ms",
+            "2026-01-01T00:00:00Z",
+            "t must be an integer of epoch milliseconds (epoch_ms), got str",
+        ),
         ("epoch_ms", 1767225600000.5, "t must be an integer of epoch milliseconds (epoch_ms), got float"),
         ("epoch_s", "1767225600", "t must be a number of epoch seconds (epoch_s), got str"),
         ("epoch_s", True, "t must be a number of epoch seconds (epoch_s), got bool"),
         ("epoch_us", 1.5e15, "t must be an integer of epoch microseconds (epoch_us), got float"),
         ("epoch_ns", "x", "t must be an integer of epoch nanoseconds (epoch_ns), got str"),
-        ("iso8601", T0, "t must be an ISO-8601 string (iso8601), got int"
-         ": looks like epoch milliseconds: set CLICKS_TIME_FORMAT=epoch_ms"),
+        (
+            "iso8601",
+            T0,
+            "t must be an ISO-8601 string (iso8601), got int"
+            ": looks like epoch milliseconds: set CLICKS_TIME_FORMAT=epoch_ms",
+        ),
         ("auto", [1], "t must be epoch milliseconds (integer) or an ISO-8601 string, got list"),
         ("epoch_s", 1e308, "t 1e+308 is out of range"),
-        ("iso8601", "9999-12-31T23:59:59-23:59",
-         f"event time 253402387139000 ms is more than 24 h after processing time {NOW}"),
+        (
+            "iso8601",
+            "9999-12-31T23:59:59-23:59",
+            f"event time 253402387139000 ms is more than 24 h after processing time {NOW}",
+        ),
     ],
 )
 def test_an_explicit_format_accepts_only_its_own_form(time_format, raw, detail):
@@ -161,31 +181,52 @@ MIN = "2001-09-09T01:46:40.000+00:00"
     "time_format,raw,detail",
     [
         # epoch seconds read as milliseconds: 1970-01-21
-        ("auto", 1_767_225_600,
-         f"event time 1767225600 ms (1970-01-21T10:53:45.600+00:00) is before EVENT_TIME_MIN {MIN}"
-         ": looks like epoch seconds: set CLICKS_TIME_FORMAT=epoch_s"),
-        ("epoch_ms", 1_767_225_600,
-         f"event time 1767225600 ms (1970-01-21T10:53:45.600+00:00) is before EVENT_TIME_MIN {MIN}"
-         ": looks like epoch seconds: set CLICKS_TIME_FORMAT=epoch_s"),
+        (
+            "auto",
+            1_767_225_600,
+            f"event time 1767225600 ms (1970-01-21T10:53:45.600+00:00) is before EVENT_TIME_MIN {MIN}"
+            ": looks like epoch seconds: set CLICKS_TIME_FORMAT=epoch_s",
+        ),
+        (
+            "epoch_ms",
+            1_767_225_600,
+            f"event time 1767225600 ms (1970-01-21T10:53:45.600+00:00) is before EVENT_TIME_MIN {MIN}"
+            ": looks like epoch seconds: set CLICKS_TIME_FORMAT=epoch_s",
+        ),
         # fractional seconds under the default format
-        ("auto", 1_767_225_600.25,
-         "t must be epoch milliseconds (integer) or an ISO-8601 string, got float"
-         ": looks like epoch seconds: set CLICKS_TIME_FORMAT=epoch_s"),
+        (
+            "auto",
+            1_767_225_600.25,
+            "t must be epoch milliseconds (integer) or an ISO-8601 string, got float"
+            ": looks like epoch seconds: set CLICKS_TIME_FORMAT=epoch_s",
+        ),
         # milliseconds read as microseconds
-        ("epoch_us", T0,
-         f"event time 1767225600 ms (1970-01-21T10:53:45.600+00:00) is before EVENT_TIME_MIN {MIN}"
-         ": looks like epoch milliseconds: set CLICKS_TIME_FORMAT=epoch_ms"),
+        (
+            "epoch_us",
+            T0,
+            f"event time 1767225600 ms (1970-01-21T10:53:45.600+00:00) is before EVENT_TIME_MIN {MIN}"
+            ": looks like epoch milliseconds: set CLICKS_TIME_FORMAT=epoch_ms",
+        ),
         # microseconds and nanoseconds read as milliseconds: far in the future
-        ("auto", T0 * 1000,
-         f"event time {T0 * 1000} ms is more than 24 h after processing time {NOW}"
-         ": looks like epoch microseconds: set CLICKS_TIME_FORMAT=epoch_us"),
-        ("epoch_ms", T0 * 1_000_000,
-         f"event time {T0 * 1_000_000} ms is more than 24 h after processing time {NOW}"
-         ": looks like epoch nanoseconds: set CLICKS_TIME_FORMAT=epoch_ns"),
+        (
+            "auto",
+            T0 * 1000,
+            f"event time {T0 * 1000} ms is more than 24 h after processing time {NOW}"
+            ": looks like epoch microseconds: set CLICKS_TIME_FORMAT=epoch_us",
+        ),
+        (
+            "epoch_ms",
+            T0 * 1_000_000,
+            f"event time {T0 * 1_000_000} ms is more than 24 h after processing time {NOW}"
+            ": looks like epoch nanoseconds: set CLICKS_TIME_FORMAT=epoch_ns",
+        ),
         # seconds read as nanoseconds
-        ("epoch_ns", 1_767_225_600,
-         "event time 1767 ms (1970-01-01T00:00:01.767+00:00) is before EVENT_TIME_MIN "
-         f"{MIN}: looks like epoch seconds: set CLICKS_TIME_FORMAT=epoch_s"),
+        (
+            "epoch_ns",
+            1_767_225_600,
+            "event time 1767 ms (1970-01-01T00:00:01.767+00:00) is before EVENT_TIME_MIN "
+            f"{MIN}: looks like epoch seconds: set CLICKS_TIME_FORMAT=epoch_s",
+        ),
     ],
 )
 def test_a_wrong_unit_is_refused_and_the_detail_names_the_likely_one(time_format, raw, detail):
@@ -226,10 +267,12 @@ def test_an_absent_time_falls_back_to_the_message_timestamp_unless_told_not_to()
     r = rec({"user_id": "u"})
     assert parse(fmt("epoch_s"), r) == event("u", MSG_TS, r)
     assert dead(fmt("epoch_s", time_fallback="none"), r) == (
-        "invalid_time", "no field t (CLICKS_TIME_FALLBACK=none)"
+        "invalid_time",
+        "no field t (CLICKS_TIME_FALLBACK=none)",
     )
     assert dead(fmt("epoch_s"), rec({"user_id": "u"}, timestamp_ms=None)) == (
-        "invalid_time", "no field t and no Kafka message timestamp"
+        "invalid_time",
+        "no field t and no Kafka message timestamp",
     )
     # present but null is an error, never replaced
     assert dead(fmt("epoch_s"), rec({"user_id": "u", "t": None})) == ("invalid_time", "t is null")
@@ -240,11 +283,11 @@ def test_the_time_can_be_the_message_timestamp_whatever_the_value_holds():
     r = rec({"user_id": "u", "ts": "garbage"})
     assert parse(mapping, r) == event("u", MSG_TS, r)
     assert dead(mapping, rec({"user_id": "u"}, timestamp_ms=None)) == (
-        "invalid_time", "time @timestamp and no Kafka message timestamp"
+        "invalid_time",
+        "time @timestamp and no Kafka message timestamp",
     )
     assert dead(mapping, rec({"user_id": "u"}, timestamp_ms=1000))[1] == (
-        "Kafka message timestamp 1000 ms (1970-01-01T00:00:01.000+00:00) is before "
-        f"EVENT_TIME_MIN {MIN}"
+        f"Kafka message timestamp 1000 ms (1970-01-01T00:00:01.000+00:00) is before EVENT_TIME_MIN {MIN}"
     )
 
 
@@ -258,15 +301,21 @@ def test_kept_fields_reencode_the_value_with_only_those():
 
 # -- the fast path decides exactly as the checked path ----------------------
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
 
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1),
-    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
     st.sampled_from(["2026-01-01T00:00:00Z", "2026-01-01T00:00:00", "x", "", str(T0)]),
     st.sampled_from([T0, T0 // 1000, T0 / 1000, T0 * 1000, T0 * 1_000_000, NOW + 10**9]),
 )
-_values = st.recursive(_scalars, lambda inner: st.dictionaries(st.sampled_from(["id", "at", "x"]), inner, max_size=3), max_leaves=6)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.dictionaries(st.sampled_from(["id", "at", "x"]), inner, max_size=3),
+    max_leaves=6,
+)
 _objects = st.dictionaries(st.sampled_from(["user_id", "ts", "user", "t", "meta"]), _values, max_size=4)
 
 

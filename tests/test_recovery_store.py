@@ -13,7 +13,6 @@ import pickle
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
-from typing import List
 
 import bytewax.operators as op
 import pytest
@@ -21,18 +20,18 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
+from clickstream.launch import prune_store
 from clickstream.recovery_store import (
     IncompleteStore,
     main,
     prune_uncommitted_snapshots,
     summarise,
 )
-from clickstream.launch import prune_store
 
 COUNT_STEP = "counts.count.stateful_flat_map.stateful.stateful_batch"
 
 
-def counting_flow(items: List[tuple], out: list) -> Dataflow:
+def counting_flow(items: list[tuple], out: list) -> Dataflow:
     """Counts items per key; TestingSource resumes at its snapshotted index."""
     flow = Dataflow("counts")
     clicks = op.input("inp", flow, TestingSource(items, batch_size=1))
@@ -45,9 +44,11 @@ def counting_flow(items: List[tuple], out: list) -> Dataflow:
     return flow
 
 
-def run(store: Path, items: List[tuple]) -> list:
+def run(store: Path, items: list[tuple]) -> list:
     out: list = []
-    run_main(counting_flow(items, out), epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(store)))
+    run_main(
+        counting_flow(items, out), epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(store))
+    )
     return out
 
 

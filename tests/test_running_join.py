@@ -7,25 +7,21 @@ so the processing order the strategy depends on is the order written here.
 from __future__ import annotations
 
 import random
-from typing import List, Sequence, Union
+from collections.abc import Sequence
 
 import bytewax.operators as op
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
+from events import click, is_click, profile
 from operators.records import Click, JoinResult, ProfileVersion
 from operators.running_join import running_join
-from events import click, is_click, profile
+
+Event = Click | ProfileVersion
 
 
-Event = Union[Click, ProfileVersion]
-
-
-
-
-
-def build_flow(events: Sequence[Event], out: List[JoinResult]) -> Dataflow:
+def build_flow(events: Sequence[Event], out: list[JoinResult]) -> Dataflow:
     flow = Dataflow("running_join_test")
     inp = op.input("inp", flow, TestingSource(list(events), batch_size=1))
     split = op.branch("split", inp, lambda e: is_click(e))
@@ -34,8 +30,8 @@ def build_flow(events: Sequence[Event], out: List[JoinResult]) -> Dataflow:
     return flow
 
 
-def run(events: Sequence[Event], workers: int = 1) -> List[JoinResult]:
-    out: List[JoinResult] = []
+def run(events: Sequence[Event], workers: int = 1) -> list[JoinResult]:
+    out: list[JoinResult] = []
     flow = build_flow(events, out)
     if workers == 1:
         run_main(flow)
@@ -49,7 +45,7 @@ def key(result: JoinResult):
     return (c.topic, c.partition, c.offset)
 
 
-def assert_same(actual: List[JoinResult], expected: List[JoinResult]) -> None:
+def assert_same(actual: list[JoinResult], expected: list[JoinResult]) -> None:
     # Order across users is not defined (keys run on different workers).
     assert sorted(actual, key=key) == sorted(expected, key=key)
 
@@ -143,7 +139,7 @@ def test_consecutive_clicks_same_profile_each_emitted_once(workers):
     assert out == [JoinResult(c, v) for c in cs]
 
 
-def reference(events: Sequence[Event]) -> List[JoinResult]:
+def reference(events: Sequence[Event]) -> list[JoinResult]:
     latest: dict = {}
     results = []
     for e in events:
@@ -157,7 +153,7 @@ def reference(events: Sequence[Event]) -> List[JoinResult]:
 def test_random_interleaving_matches_reference(workers):
     rng = random.Random(7)
     users = [f"u{i}" for i in range(8)]
-    events: List[Event] = []
+    events: list[Event] = []
     for i in range(300):
         user = rng.choice(users)
         if rng.random() < 0.3:
@@ -170,4 +166,3 @@ def test_random_interleaving_matches_reference(workers):
     expected = reference(events)
     assert len(out) == sum(is_click(e) for e in events)
     assert_same(out, expected)
-

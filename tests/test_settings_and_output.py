@@ -8,6 +8,7 @@ import sys
 import orjson
 import pytest
 
+from conftest import ROOT
 from dataflows.settings import (
     ClicksSettings,
     ConfigError,
@@ -19,8 +20,6 @@ from dataflows.settings import (
 from operators.join_output import encode_results
 from operators.records import JoinResult, OutMessage
 from story import T0, click, profile
-
-from conftest import ROOT
 
 
 def test_defaults_match_the_documented_contract():
@@ -74,7 +73,10 @@ def test_every_variable_is_read():
         ({"PROFILE_WAIT_SECONDS": "soon"}, "PROFILE_WAIT_SECONDS: Input should be a valid number"),
         ({"KAFKA_TAIL": "maybe"}, "KAFKA_TAIL: Input should be a valid boolean"),
         ({"CLICKS_TOPIC": ""}, "CLICKS_TOPIC: String should have at least 1 character"),
-        ({"KAFKA_BOOTSTRAP_SERVERS": "nohostport"}, "KAFKA_BOOTSTRAP_SERVERS: Value error, 'nohostport' is not host:port"),
+        (
+            {"KAFKA_BOOTSTRAP_SERVERS": "nohostport"},
+            "KAFKA_BOOTSTRAP_SERVERS: Value error, 'nohostport' is not host:port",
+        ),
     ],
 )
 def test_a_bad_value_names_its_variable(env, expected):

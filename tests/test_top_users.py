@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import bytewax.operators as op
 import orjson
 import pytest
-import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
@@ -45,9 +45,7 @@ def run_top(batches, *, window_s=60, lateness_s=0, top_n=3, shards=4, workers=1)
         for w in ws
     ]
     late_clicks = [
-        (orjson.loads(x.click.value)["name"], (x.window_start_ms - T0) // 1000)
-        for xs in late
-        for x in xs
+        (orjson.loads(x.click.value)["name"], (x.window_start_ms - T0) // 1000) for xs in late for x in xs
     ]
     return tops, late_clicks
 
@@ -120,9 +118,21 @@ def test_a_window_waits_for_every_partition():
     """Partition 1 is behind: window [0, 60) is not final until it catches up;
     its late-arriving clicks are counted, not late."""
     batches = [
-        *polls(CLICKS_TOPIC, [click("ivy", 5, "i1", partition=0), click("ivy", 500, "i2", partition=0)], partition=0, partitions=2, end=False),
+        *polls(
+            CLICKS_TOPIC,
+            [click("ivy", 5, "i1", partition=0), click("ivy", 500, "i2", partition=0)],
+            partition=0,
+            partitions=2,
+            end=False,
+        ),
         TestingSource.PAUSE(timedelta(seconds=0.3)),
-        *polls(CLICKS_TOPIC, [click("jon", 7, "j1", partition=1)], [click("jon", 8, "j2", partition=1)], partition=1, partitions=2),
+        *polls(
+            CLICKS_TOPIC,
+            [click("jon", 7, "j1", partition=1)],
+            [click("jon", 8, "j2", partition=1)],
+            partition=1,
+            partitions=2,
+        ),
         *polls(CLICKS_TOPIC, [], partition=0, partitions=2),
     ]
     assert run_top(batches, workers=1) == (

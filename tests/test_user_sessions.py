@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import bytewax.operators as op
 import orjson
 import pytest
-import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
@@ -45,9 +45,7 @@ def run_sessions(batches, *, gap_s=10, lateness_s=0, shards=4, workers=1):
         run_main(flow)
     else:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
-    closed = sorted(
-        (s.key, secs(s.start_ms), secs(s.end_ms), s.clicks) for ss in sessions for s in ss
-    )
+    closed = sorted((s.key, secs(s.start_ms), secs(s.end_ms), s.clicks) for ss in sessions for s in ss)
     late_clicks = sorted(
         (orjson.loads(x.click.value)["name"], secs(x.window_start_ms), secs(x.window_end_ms))
         for xs in late
@@ -209,9 +207,7 @@ def test_a_session_waits_for_every_partition():
 
 def progress(up_to_s: float, items=()) -> ShardInput:
     """A READING poll of partition 0 whose newest event time is ``up_to_s``: watermark just below it."""
-    return ShardInput(
-        CLICKS, 0, 1, list(items), T0 + int(up_to_s * 1000), PartitionStatus.READING, 0
-    )
+    return ShardInput(CLICKS, 0, 1, list(items), T0 + int(up_to_s * 1000), PartitionStatus.READING, 0)
 
 
 def emitted(logic: SessionsLogic, inp: ShardInput):
@@ -261,9 +257,7 @@ def test_state_is_freed_after_sessions_close_and_markers_expire():
 def test_end_of_input_closes_everything_and_keeps_no_marker():
     logic = SessionsLogic(gap_ms=10_000, lateness_ms=5_000, state=None)
     emitted(logic, progress(1, [click("a", 0, "a0"), click("b", 1, "b1")]))
-    out, _ = logic.on_batch(
-        [ShardInput(CLICKS, 0, 1, [], None, PartitionStatus.FINISHED, 0)]
-    )
+    out, _ = logic.on_batch([ShardInput(CLICKS, 0, 1, [], None, PartitionStatus.FINISHED, 0)])
     assert sorted(s.key for _, s in out[0]) == ["a", "b"]
     assert logic.clicks.watermark == END_OF_TIME_MS
     assert logic.state_size() == (0, 0, 0)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import itertools
 import random
-from datetime import datetime, timedelta, timezone
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import bytewax.operators as op
 import pytest
@@ -20,46 +21,42 @@ from bytewax.dataflow import Dataflow
 from bytewax.operators.windowing import WindowMetadata
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from operators.records import Click, JoinResult, ProfileVersion
+from events import click, is_click, profile
 from operators.progress import shard_key
+from operators.records import Click, JoinResult, ProfileVersion
 from operators.window_join import _Splitter, window_join
 from operators.window_matching import WindowMatchLogic
-from events import click, is_click, profile
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-ALIGN = datetime(2024, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ALIGN = datetime(2024, 1, 1, tzinfo=UTC)
 WINDOW = timedelta(minutes=10)
 NO_LATENESS = timedelta(hours=1)
 
-Event = Union[Click, ProfileVersion]
+Event = Click  # clicks and profile versions are both events
 
-_click_offsets: Dict[int, int] = {}
-_profile_offsets: Dict[int, int] = {}
+_click_offsets: dict[int, int] = {}
+_profile_offsets: dict[int, int] = {}
 
 
 def at(minute: int, second: int = 0, ms: int = 0) -> int:
     """Epoch ms of 2024-01-01 10:mm:ss.ms UTC."""
-    moment = ALIGN + timedelta(
-        hours=10, minutes=minute, seconds=second, milliseconds=ms
-    )
+    moment = ALIGN + timedelta(hours=10, minutes=minute, seconds=second, milliseconds=ms)
     return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
-
-
-Outputs = Tuple[List[JoinResult], List[Click], List[ProfileVersion]]
+Outputs = tuple[list[JoinResult], list[Click], list[ProfileVersion]]
 
 
 def run(
-    events: Sequence[Union[Event, List[Event]]],
+    events: Sequence[Event | list[Event]],
     wait: timedelta,
     workers: int = 1,
     shards: int = 4,
 ) -> Outputs:
     """Run the join; an item is an event (a list of one) or a list of events of one kind."""
-    joined: List[List[JoinResult]] = []
-    late_clicks: List[List[Click]] = []
-    late_profiles: List[List[ProfileVersion]] = []
+    joined: list[list[JoinResult]] = []
+    late_clicks: list[list[Click]] = []
+    late_profiles: list[list[ProfileVersion]] = []
     flow = Dataflow("window_join_test")
     items = [e if isinstance(e, list) else [e] for e in events]
     inp = op.input("inp", flow, TestingSource(items, batch_size=1))
@@ -83,7 +80,7 @@ def run(
     return _flat(joined), _flat(late_clicks), _flat(late_profiles)
 
 
-def _flat(lists: List[list]) -> list:
+def _flat(lists: list[list]) -> list:
     return [x for xs in lists for x in xs]
 
 
@@ -91,12 +88,12 @@ def coords(record: Event):
     return (type(record).__name__, record.partition, record.offset)
 
 
-def by_click(results: List[JoinResult]) -> List[JoinResult]:
+def by_click(results: list[JoinResult]) -> list[JoinResult]:
     # Order is not defined across users, windows or workers.
     return sorted(results, key=lambda r: coords(r.click))
 
 
-def by_coords(records: List[Event]) -> List[Event]:
+def by_coords(records: list[Event]) -> list[Event]:
     return sorted(records, key=coords)
 
 
@@ -204,7 +201,7 @@ def window_of(ts_ms: int) -> int:
     return (ts - ALIGN) // WINDOW
 
 
-def reference(events: Sequence[Event]) -> List[JoinResult]:
+def reference(events: Sequence[Event]) -> list[JoinResult]:
     """Latest profile of the same user and window with ts <= the click's."""
     profiles = [e for e in events if not is_click(e)]
     results = []
@@ -212,23 +209,19 @@ def reference(events: Sequence[Event]) -> List[JoinResult]:
         candidates = [
             p
             for p in profiles
-            if p.key == c.key
-            and window_of(p.ts_ms) == window_of(c.ts_ms)
-            and p.ts_ms <= c.ts_ms
+            if p.key == c.key and window_of(p.ts_ms) == window_of(c.ts_ms) and p.ts_ms <= c.ts_ms
         ]
-        best: Optional[ProfileVersion] = max(
-            candidates, key=lambda p: p.ts_ms, default=None
-        )
+        best: ProfileVersion | None = max(candidates, key=lambda p: p.ts_ms, default=None)
         results.append(JoinResult(c, best))
     return results
 
 
-def random_events(seed: int, count: int) -> List[Event]:
+def random_events(seed: int, count: int) -> list[Event]:
     rng = random.Random(seed)
     users = [f"u{i}" for i in range(6)]
     # Distinct timestamps over 40 minutes (4 windows), shuffled arrival.
     stamps = rng.sample(range(at(0), at(40), 997), count)
-    events: List[Event] = []
+    events: list[Event] = []
     for i, ts in enumerate(stamps):
         user = rng.choice(users)
         if rng.random() < 0.3:
@@ -248,12 +241,12 @@ def test_random_order_matches_reference(workers):
     assert late_profiles == []
 
 
-def in_order_lists(seed: int, count: int) -> List[List[Event]]:
+def in_order_lists(seed: int, count: int) -> list[list[Event]]:
     """Events in event-time order, in lists of one kind (like Kafka polls) of 1-7 events."""
     rng = random.Random(seed)
     users = [f"u{i}" for i in range(20)]
     stamps = sorted(rng.sample(range(at(0), at(60), 331), count))  # 6 windows
-    lists: List[List[Event]] = []
+    lists: list[list[Event]] = []
     for i, ts in enumerate(stamps):
         user = rng.choice(users)
         if rng.random() < 0.3:
@@ -308,7 +301,7 @@ def test_every_click_exactly_once_even_when_many_are_late(workers):
 
 
 class _TestPiece(NamedTuple):
-    events: List[Event]
+    events: list[Event]
 
 
 def test_matching_step_takes_the_pieces_back_out_of_the_product():
