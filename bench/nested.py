@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 
-from bench.common import consumer_config, read_batches
+from bench.common import read_topic_batches
+from connectors.kafka_io import produce_with_backpressure, reader_config
 
 NESTED_MAPPING = {
     "CLICKS_KEY": "user.id",
@@ -61,7 +62,7 @@ def copy_nested(bootstrap: str, source: str, target: str, time_field: str | None
     partition by partition; returns the number of records copied."""
     from confluent_kafka import Consumer, Producer
 
-    consumer = Consumer(consumer_config(bootstrap))
+    consumer = Consumer(reader_config(bootstrap))
     producer = Producer(
         {"bootstrap.servers": bootstrap, "linger.ms": 20, "queue.buffering.max.messages": 500_000}
     )
@@ -73,23 +74,19 @@ def copy_nested(bootstrap: str, source: str, target: str, time_field: str | None
 
     n = 0
     try:
-        for batch in read_batches(consumer, source, batch_size=5000):
+        for batch in read_topic_batches(consumer, source, batch_size=5000):
             for msg in batch:
                 kind, ts = msg.timestamp()
-                while True:
-                    try:
-                        producer.produce(
-                            target,
-                            reshape(msg.value(), time_field),
-                            msg.key(),
-                            partition=msg.partition(),
-                            headers=msg.headers(),
-                            timestamp=ts if kind else 0,
-                            on_delivery=on_delivery,
-                        )
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+                produce_with_backpressure(
+                    producer,
+                    target,
+                    reshape(msg.value(), time_field),
+                    msg.key(),
+                    partition=msg.partition(),
+                    headers=msg.headers(),
+                    timestamp=ts if kind else 0,
+                    on_delivery=on_delivery,
+                )
                 n += 1
             producer.poll(0)
         if producer.flush(300) or failures:
