@@ -26,15 +26,12 @@ replayed records again): a missing DLQ or target topic, or a selected record
 without ``dlq.topic`` and no ``--to-topic``, stops the command with status 2
 and nothing produced.
 
-Filters: ``--reason`` (header ``dlq.reason``), ``--stage`` (``dlq.stage``) and
-``--source-topic`` (``dlq.topic``) are repeatable; a record must match one of
-the values given for each flag used.
+Filters (repeatable; a record matches one value of each flag used): ``--reason``
+(``dlq.reason``), ``--stage`` (``dlq.stage``), ``--source-topic`` (``dlq.topic``).
 
-Exit status: 0 every selected record delivered (or a dry run), 1 a delivery
-failed or Kafka could not be read, 2 usage error, missing topic, unroutable
-record. Kafka connection settings come from the ``KAFKA_*`` environment
-variables (:class:`dataflows.settings.KafkaConnection`, SASL included);
-they are never printed.
+Exit status: 0 all delivered (or a dry run), 1 a delivery failed or Kafka could not be
+read, 2 usage error, missing topic, unroutable record. Kafka settings come from ``KAFKA_*``
+(:class:`connectors.kafka_connection.KafkaConnection`, SASL included), never printed.
 """
 
 from __future__ import annotations

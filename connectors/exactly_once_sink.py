@@ -27,9 +27,8 @@ records a second time. This sink removes the duplicates:
   message the broker rejects raises :class:`DeliveryError`: the dataflow
   stops loudly and recovery replays it.
 
-Plain and ``read_committed`` consumers see the same records (no transactions
-are involved). Without a snapshot (first start, or a crash before the first
-snapshot) a partition is read from its beginning.
+Plain and ``read_committed`` consumers see the same records (no transactions). Without a
+snapshot (first start, a crash before the first one) a partition is read from its beginning.
 """
 
 from __future__ import annotations
