@@ -1,7 +1,6 @@
 """Replay dead letters: re-produce the original records of a DLQ topic.
 
-``python -m clickstream.dlq_replay [--reason R]... [--stage S]... [--source-topic T]...
-[--to-topic T] [--limit N] [--dry-run] [--show N]``
+``python -m clickstream.dlq_replay [--reason R]... [--stage S]... [--source-topic T]... [--to-topic T] [--limit N] [--dry-run] [--show N]``
 
 The dead-letter topic (``--dlq-topic``, default ``$DLQ_TOPIC`` or
 ``dead_letters``) is read from its beginning to its end (the end confirmed as
