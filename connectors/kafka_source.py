@@ -23,7 +23,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from connectors.kafka_io import END_HOLD_S, NO_TIMESTAMP, KafkaIOError, TopicNotFound, require_topics
 from operators.records import PartitionStatus, SourceBatch, SourceRecord, new_source_record
@@ -65,6 +65,8 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
         batch_size: int,
         heartbeat_s: float,
         finish_confirm_s: float,
+        group_id: str | None = None,
+        resumed: bool = False,
     ):
         self._topic = topic
         self._partition = partition
@@ -87,6 +89,14 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
             "auto.offset.reset": "earliest",
         }
         consumer_config.update(config)
+        #: Offsets are committed to this consumer group for monitoring only
+        #: (lag in standard Kafka tools); recovery resumes from snapshots.
+        self._group_id = group_id
+        if group_id is not None:
+            consumer_config["group.id"] = group_id
+        #: The offset the last snapshot holds: committed at the next snapshot,
+        #: once that one is durable, so a commit never runs ahead of recovery.
+        self._committable: int | None = next_offset if resumed else None
         self._consumer = Consumer(consumer_config)
         self._consumer.assign([TopicPartition(topic, partition, next_offset)])
 
@@ -153,6 +163,7 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
         self._last_emit = now
         if self._status == PartitionStatus.FINISHED:
             self._done = True
+            self._commit(self._offset)  # a finished run shows zero lag
         return [
             SourceBatch(
                 self._topic,
@@ -170,7 +181,28 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
         return None
 
     def snapshot(self) -> int:
+        if self._group_id is not None:
+            if self._committable is not None:
+                self._commit(self._committable)
+            self._committable = self._offset
         return self._offset
+
+    def _commit(self, offset: int) -> None:
+        if self._group_id is None or offset < 0:  # nothing read yet: nothing to commit
+            return
+        try:
+            self._consumer.commit(
+                offsets=[TopicPartition(self._topic, self._partition, offset)], asynchronous=False
+            )
+        except KafkaException as exc:  # monitoring only: never stop the job for it
+            log.warning(
+                "could not commit %s[%d] offset %d to group %r: %s",
+                self._topic,
+                self._partition,
+                offset,
+                self._group_id,
+                exc,
+            )
 
     def close(self) -> None:
         self._consumer.close()
@@ -189,6 +221,7 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, int]):
         heartbeat_s: float = 0.1,
         starting_offset: int = OFFSET_BEGINNING,
         finish_confirm_s: float = END_HOLD_S,
+        group_id: str | None = None,
     ):
         """:arg config: librdkafka properties (``bootstrap.servers`` and any other).
 
@@ -197,6 +230,10 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, int]):
         :arg finish_confirm_s: with ``tail=False``, how long the end of a
             partition must hold (no new record) before it counts as finished
             (default :data:`connectors.kafka_io.END_HOLD_S`, which says why).
+        :arg group_id: commit each partition's offset to this consumer group
+            for monitoring (lag in Kafka tools): the offset a snapshot holds,
+            at the next snapshot, and the end offset when a partition finishes.
+            ``None``: no commits. Recovery never reads them.
         """
         self._config = dict(config)
         self._topic = topic
@@ -205,6 +242,7 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, int]):
         self._heartbeat_s = heartbeat_s
         self._starting_offset = starting_offset
         self._finish_confirm_s = finish_confirm_s
+        self._group_id = group_id
         self._partition_count: int | None = None
 
     def _count(self) -> int:
@@ -232,4 +270,6 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, int]):
             self._batch_size,
             self._heartbeat_s,
             self._finish_confirm_s,
+            self._group_id,
+            resume_state is not None,
         )

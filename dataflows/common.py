@@ -77,6 +77,8 @@ def kafka_input(
         tail=settings.kafka_tail,
         batch_size=settings.source_batch_size,
         heartbeat_s=heartbeat.total_seconds(),
+        # offsets committed for monitoring: KAFKA_GROUP_ID, else clickstream-<job>
+        group_id=config.get("group.id") or f"clickstream-{flow.flow_id}",
     )
     return decode(
         f"decode_{step_id}",
