@@ -234,7 +234,27 @@ def prepare(env: Mapping[str, str], argv: Sequence[str]) -> list[str]:
         wait_for_dns(own_host, plan.dns_wait_seconds)
     if plan.recovery_dir is not None:
         init_recovery(plan)
+        check_store_layout(plan, env)
     return [sys.executable, *plan.bytewax_args()]
+
+
+def check_store_layout(plan: Plan, env: Mapping[str, str]) -> None:
+    """Refuse a store written with settings that shape state or outputs
+    differently (see :mod:`clickstream.store_layout`)."""
+    from clickstream.store_layout import LayoutChanged, check_layout, current_layout
+    from connectors.kafka_io import KafkaIOError
+
+    assert plan.recovery_dir is not None
+    try:
+        layout = current_layout(plan.job, env, plan.recovery_partitions)
+    except KafkaIOError as exc:
+        log(f"recovery: warning: store layout not checked (Kafka unreachable: {exc})")
+        return
+    try:
+        if check_layout(plan.recovery_dir, layout):
+            log(f"recovery: layout written to {plan.recovery_dir}/layout.json")
+    except LayoutChanged as exc:
+        raise LaunchError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:

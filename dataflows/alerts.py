@@ -87,4 +87,6 @@ JOB = WindowedJob(
     check=check_windows,
 )
 build_flow, flow_from_env = JOB.build_flow, JOB.flow_from_env
+#: The settings this job reads (the launcher records the ones that shape state).
+SETTINGS = JOB.settings
 __getattr__ = lazy_flow(flow_from_env)

@@ -168,4 +168,6 @@ def flow_from_env() -> Dataflow:
     return build_flow(settings, kafka)
 
 
+#: The settings this job reads (the launcher records the ones that shape state).
+SETTINGS = ClicksSettings
 __getattr__ = lazy_flow(flow_from_env)

@@ -59,4 +59,6 @@ JOB = WindowedJob(
     results_topic=lambda settings: settings.sessions_topic,
 )
 build_flow, flow_from_env = JOB.build_flow, JOB.flow_from_env
+#: The settings this job reads (the launcher records the ones that shape state).
+SETTINGS = JOB.settings
 __getattr__ = lazy_flow(flow_from_env)
