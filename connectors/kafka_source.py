@@ -31,7 +31,6 @@ from operators.records import PartitionStatus, SourceBatch, SourceRecord, new_so
 log = logging.getLogger(__name__)
 
 _EOF = KafkaError._PARTITION_EOF
-_NO_TIMESTAMP = NO_TIMESTAMP
 _IDLE_BACKOFF = timedelta(milliseconds=5)
 
 
@@ -130,7 +129,7 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
                         msg.offset(),
                         msg.key(),
                         msg.value(),
-                        None if ts_type == _NO_TIMESTAMP else ts,
+                        None if ts_type == NO_TIMESTAMP else ts,
                         msg.headers(),
                     )
                 )

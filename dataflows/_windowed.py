@@ -23,11 +23,10 @@ from typing import Any, Generic, TypeVar
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
-from dataflows.common import clicks_input, job_settings, write_outputs
+from dataflows.common import clicks_input, job_settings, late_messages, write_outputs
 from dataflows.runtime import start_job_runtime
 from dataflows.settings import KafkaConnection, WindowedSettings
-from operators.late_output import late_click_message
-from operators.metrics import LATE, RESULTS
+from operators.metrics import RESULTS
 from operators.records import DecodedBatch, LateClick, OutMessage
 
 S = TypeVar("S", bound=WindowedSettings)
@@ -80,15 +79,14 @@ class WindowedJob(Generic[S]):
         self, settings: S, results: Stream[list], late: Stream[list[LateClick]]
     ) -> tuple[Stream[list[OutMessage]], Stream[list[OutMessage]]]:
         """Results and late clicks as messages, counted in the job's metrics."""
-        encode, topic, late_topic = self.encode, self.results_topic(settings), settings.late_topic
-        results_count, late_count = RESULTS.labels(self.name), LATE.labels(self.name)
+        encode, topic = self.encode, self.results_topic(settings)
+        results_count = RESULTS.labels(self.name)
 
         def encode_results(xs: list) -> list[OutMessage]:
             results_count.inc(len(xs))
             return [encode(x, topic) for x in xs]
 
-        def encode_late(ls: list[LateClick]) -> list[OutMessage]:
-            late_count.inc(len(ls))
-            return [late_click_message(x, late_topic) for x in ls]
-
-        return op.map("encode", results, encode_results), op.map("encode_late", late, encode_late)
+        return (
+            op.map("encode", results, encode_results),
+            late_messages("encode_late", late, self.name, settings.late_topic),
+        )

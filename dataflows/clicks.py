@@ -25,6 +25,7 @@ from dataflows.common import (
     clicks_input,
     job_settings,
     kafka_input,
+    late_messages,
     lazy_flow,
     write_outputs,
 )
@@ -39,7 +40,6 @@ from dataflows.settings import (
 from operators.asof_join import asof_join
 from operators.interval_join import interval_join
 from operators.join_output import FlatShape, encode_results
-from operators.late_output import late_click_message
 from operators.records import DecodedBatch, JoinResult, LateClick
 
 log = logging.getLogger("dataflows.clicks")
@@ -146,9 +146,7 @@ def build_flow(settings: ClicksSettings, kafka: KafkaConnection) -> Dataflow:
     outputs = [encoded]
     if late is not None:
         late_topic = settings.late_topic
-        outputs.append(
-            op.map("encode_late", late, lambda ls: [late_click_message(x, late_topic) for x in ls])
-        )
+        outputs.append(late_messages("encode_late", late, "clicks", late_topic))
         topics.append(late_topic)
     write_outputs("out", config, settings.dlq_topic, [clicks.errs, profiles.errs], outputs, topics)
     return flow

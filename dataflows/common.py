@@ -16,7 +16,10 @@ from connectors.kafka_source import KafkaBatchSource
 from dataflows.settings import CommonSettings, ConfigError, KafkaConnection, load_settings
 from operators.dead_letters import dead_letter_messages
 from operators.decode import DecodeOut, decode
+from operators.late_output import late_click_message
+from operators.metrics import LATE
 from operators.record_mapping import RecordMapping
+from operators.records import LateClick, OutMessage
 
 S = TypeVar("S", bound=CommonSettings)
 
@@ -113,6 +116,19 @@ def write_outputs(
         config,
         [*topics, dlq_topic],
     )
+
+
+def late_messages(
+    step_id: str, late: Stream[list[LateClick]], job: str, late_topic: str
+) -> Stream[list[OutMessage]]:
+    """Late records as ``late_topic`` messages, counted in the job's ``late`` metric."""
+    count = LATE.labels(job)
+
+    def encode(ls: list[LateClick]) -> list[OutMessage]:
+        count.inc(len(ls))
+        return [late_click_message(x, late_topic) for x in ls]
+
+    return op.map(step_id, late, encode)
 
 
 def lazy_flow(flow_from_env: Callable[[], Dataflow]) -> Callable[[str], Dataflow]:

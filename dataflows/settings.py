@@ -27,7 +27,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from connectors.kafka_connection import KafkaConnection, is_secret_property  # noqa: F401 (re-exported)
+from connectors.kafka_connection import KafkaConnection
 from dataflows.choices import (
     FlatCollision,
     IsoWithoutOffset,

@@ -46,7 +46,7 @@ from bytewax.dataflow import Dataflow, Stream, operator  # noqa: F401 - Dataflow
 
 from operators.metrics import STATE_SIZE
 from operators.progress import CLICKS, PROFILES, InputProgress, ShardInput, ShardRouter
-from operators.records import END_OF_TIME_MS, DecodedBatch, Event, JoinResult, LateClick
+from operators.records import END_OF_TIME_MS, DecodedBatch, Event, JoinResult, LateClick, new_join_result
 
 HOWS = ("inner", "left", "right", "outer")
 LEFT, RIGHT = CLICKS, PROFILES
@@ -54,6 +54,8 @@ STATE_EVENTS = STATE_SIZE.labels("interval_join_events", "all")
 
 #: One stored event: [event, matched yet]. A list so the flag can change.
 Entry = list
+#: A key with no stored events (shared, never written to).
+_NONE: dict[int, Entry] = {}
 
 
 class IntervalJoinState(NamedTuple):
@@ -139,23 +141,22 @@ class IntervalJoinLogic(op.StatefulBatchLogic):
         own_wm = self.progress[side].watermark
         other_wm = self.progress[1 - side].watermark
         ts = event.ts_ms
-        if own_wm < END_OF_TIME_MS and ts < own_wm - self.lateness:
-            low, high = (
-                (ts - self.before, ts + self.after) if side == LEFT else (ts - self.after, ts + self.before)
-            )
-            late.append(LateClick(event, low, high, own_wm))
-            return
-        other = self.right if side == LEFT else self.left
+        # the other side's times this event matches (a left event's interval,
+        # or the left times whose interval holds this right event)
         if side == LEFT:
             low, high = ts - self.before, ts + self.after
         else:
             low, high = ts - self.after, ts + self.before
+        if own_wm < END_OF_TIME_MS and ts < own_wm - self.lateness:
+            late.append(LateClick(event, low, high, own_wm))
+            return
+        other = self.right if side == LEFT else self.left
         matched = False
-        for entry in other.by_key.get(event.key, {}).values():
+        for entry in other.by_key.get(event.key, _NONE).values():
             if low <= entry[0].ts_ms <= high:
                 matched = True
                 entry[1] = True
-                out.append(JoinResult(event, entry[0]) if side == LEFT else JoinResult(entry[0], event))
+                out.append(new_join_result((event, entry[0]) if side == LEFT else (entry[0], event)))
         threshold = self._threshold(side, ts)
         if other_wm > threshold:  # nothing more can match it: resolved now
             if not matched:
@@ -168,11 +169,11 @@ class IntervalJoinLogic(op.StatefulBatchLogic):
 
     def _unmatched(self, side: int, event: Event, out: list) -> None:
         if side == LEFT and self.emit_left:
-            out.append(JoinResult(event, None))
+            out.append(new_join_result((event, None)))
         elif side == RIGHT and self.emit_right:
             # A right event with no left match (how="right"/"outer"); JoinResult's
             # fields are typed for the click/profile join, where the click is never None.
-            out.append(JoinResult(None, event))  # type: ignore[arg-type]
+            out.append(new_join_result((None, event)))
 
     def _expire(self, out: list) -> None:
         for side, store in ((LEFT, self.left), (RIGHT, self.right)):

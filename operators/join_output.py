@@ -38,7 +38,8 @@ from operators.records import DeadLetter, JoinResult, OutMessage, SourceRecord, 
 
 #: The flat shape's lineage field.
 LINEAGE_FIELD = "_join"
-KEEP_CLICK, KEEP_PROFILE, DEAD_LETTER = "keep_click", "keep_profile", "dead_letter"
+#: ``FLAT_COLLISION`` values the encoder branches on (the third is ``keep_profile``).
+KEEP_CLICK, DEAD_LETTER = "keep_click", "dead_letter"
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ def encode_results(
     out: list[OutMessage] = []
     append = out.append
     joined = unmatched = 0
+    unmatched_to = unmatched_topic or joined_topic
     for result in results:
         click = result.click
         if flat is None:
@@ -136,7 +138,7 @@ def encode_results(
             value = encoded  # type: ignore[assignment]  # bytes: mypy does not narrow on `type(x) is not str`
         if result.profile is None:
             unmatched += 1
-            topic = unmatched_topic or joined_topic
+            topic = unmatched_to
         else:
             joined += 1
             topic = joined_topic

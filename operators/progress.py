@@ -55,9 +55,19 @@ class ShardInput(NamedTuple):
     polled_at_ms: int
 
 
-def shard_key(user_id: str, shards: int) -> str:
-    """The state shard of a user: stable across processes, workers and restarts."""
-    return f"shard-{zlib.crc32(user_id.encode()) % shards:03d}"
+def shard_index(key: str, shards: int) -> int:
+    """The state shard of a key: stable across processes, workers and restarts."""
+    return zlib.crc32(key.encode()) % shards
+
+
+def shard_keys(shards: int) -> list[str]:
+    """The Bytewax keys of the shards: ``shard-000`` ..."""
+    return [f"shard-{i:03d}" for i in range(shards)]
+
+
+def shard_key(key: str, shards: int) -> str:
+    """The Bytewax key of a key's state shard."""
+    return shard_keys(shards)[shard_index(key, shards)]
 
 
 class ShardRouter:
@@ -78,7 +88,7 @@ class ShardRouter:
             the join makes it short.
         """
         self.side = side
-        self.keys = [f"shard-{i:03d}" for i in range(shards)]
+        self.keys = shard_keys(shards)
         self.shards = shards
         self.interval = progress_interval_s
         self.caught_up_interval = (
@@ -93,7 +103,7 @@ class ShardRouter:
         crc32 = zlib.crc32
         groups: dict[int, list] = {}
         for item in batch.items:
-            index = crc32(item.key.encode()) % shards
+            index = crc32(item.key.encode()) % shards  # shard_index(), inline: once per record
             group = groups.get(index)
             if group is None:
                 groups[index] = [item]

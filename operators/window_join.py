@@ -44,6 +44,7 @@ import bytewax.operators.windowing as win
 from bytewax.dataflow import Stream, operator
 from bytewax.operators.windowing import EventClock, TumblingWindower
 
+from operators.progress import shard_keys
 from operators.records import Click, Event, JoinResult, ProfileVersion, new_join_result
 from operators.window_matching import WindowMatchLogic
 
@@ -77,7 +78,7 @@ class _Splitter:
     """Splits an input list into ``(shard key, piece)`` items, one per (shard, window)."""
 
     def __init__(self, shards: int, length_ms: int, align_ms: int):
-        self.keys = [f"shard-{i:03d}" for i in range(shards)]
+        self.keys = shard_keys(shards)
         self.shards = shards
         self.length_ms = length_ms
         self.align_ms = align_ms
@@ -91,6 +92,7 @@ class _Splitter:
         latest: dict[tuple[int, int], int] = {}
         for event in events:
             ts = event.ts_ms
+            # shard_index(), inline: once per event
             where = (crc32(event.key.encode()) % shards, (ts - align) // length)
             group = groups.get(where)
             if group is None:
