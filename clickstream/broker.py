@@ -153,6 +153,20 @@ class LocalBroker:
                 raise BrokerError(f"topics not visible in metadata: {sorted(partitions)}")
             time.sleep(0.05)
 
+    def delete_topics(self, names: list[str], timeout_s: float = 10.0) -> None:
+        """Delete topics and wait until metadata no longer lists them."""
+        admin = self.admin()
+        for name, future in admin.delete_topics(list(names), operation_timeout=timeout_s).items():
+            try:
+                future.result()
+            except Exception as exc:
+                raise BrokerError(f"could not delete topic {name!r}: {exc}") from exc
+        deadline = time.monotonic() + timeout_s
+        while set(names) & set(admin.list_topics(timeout=5).topics):
+            if time.monotonic() > deadline:
+                raise BrokerError(f"topics still listed after deletion: {sorted(names)}")
+            time.sleep(0.05)
+
     def topic_partitions(self) -> dict[str, int]:
         topics = self.admin().list_topics(timeout=5).topics
         return {name: len(meta.partitions) for name, meta in topics.items()}

@@ -16,10 +16,13 @@ records a second time. This sink removes the duplicates:
   the highest offset it has seen delivered, or, while records written before
   the last crash have not been produced again yet, the offset of the oldest of
   them (the snapshot must not move past a record the replay may still
-  produce: a later resume would forget it and write it twice). Bytewax stores
-  that with the epoch's input offsets and state. On resume the partition reads
-  its Kafka partition from there to the end, collects the lineage ids, and
-  skips those when the replay produces them again;
+  produce: a later resume would forget it and write it twice), as
+  ``(topic, partition, offset)``. Bytewax stores that with the epoch's input
+  offsets and state. On resume the partition refuses a snapshot of another
+  (topic, partition) (:mod:`connectors.output_layout`), reads its Kafka
+  partition from there to the end, collects the lineage ids, and skips those
+  when the replay produces them again; an offset beyond the partition's end
+  (topic recreated) fails at once (:mod:`connectors.lineage_readback`);
 * writes that arrive while the read-back runs are queued and sent by the
   read-back thread when it is done (so the partitions' read-backs overlap);
 * writes are sent asynchronously and flushed when Bytewax takes the epoch's
@@ -37,119 +40,36 @@ import heapq
 import logging
 import threading
 import time
-import zlib
 from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Stream, operator
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from connectors.kafka_io import (
-    KafkaIOError,
-    ReadTimeout,
-    produce_with_backpressure,
-    read_to_end,
-    reader_config,
-)
-from connectors.kafka_source import list_topic_partitions
+from connectors.kafka_io import produce_with_backpressure
+from connectors.lineage_readback import LINEAGE_HEADER, DeliveryError, read_lineage_tail
+from connectors.output_layout import OutputLayout, SinkSnapshot, SinkStateMismatch, resume_offset
 from operators.records import OutMessage
+
+# Imported from here by the jobs and tests (the split modules hold the details).
+__all__ = ["DeliveryError", "ExactlyOnceKafkaSink", "OutputLayout", "SinkStateMismatch", "kafka_output"]
 
 log = logging.getLogger(__name__)
 
-LINEAGE_HEADER = "lineage"
 
-
-class DeliveryError(RuntimeError):
-    """The broker did not accept messages; the dataflow must stop (and replay)."""
-
-
-class OutputLayout:
-    """Which Bytewax sink partition writes which (topic, Kafka partition).
-
-    Sink partition ``i`` is the i-th (topic, Kafka partition) pair, topics in
-    the given order; it is named ``f"{i:06d}"`` (``"000000"``, ``"000001"``...)
-    and messages are routed to it under the item key ``str(i)``, which
-    ``part_fn`` turns back into ``i``. Partition counts are read once, lazily.
-    """
-
-    def __init__(self, config: dict[str, str], topics: list[str]):
-        self._config = dict(config)
-        self.topics = list(dict.fromkeys(topics))
-        self._counts: dict[str, int] | None = None
-        self._base: dict[str, int] = {}
-
-    def counts(self) -> dict[str, int]:
-        if self._counts is None:
-            counts = {t: list_topic_partitions(self._config, t) for t in self.topics}
-            base, total = {}, 0
-            for topic in self.topics:
-                base[topic] = total
-                total += counts[topic]
-            self._base = base
-            self._counts = counts
-        return self._counts
-
-    def slots(self) -> list[tuple[str, int]]:
-        counts = self.counts()
-        return [(t, p) for t in self.topics for p in range(counts[t])]
-
-    def route(self, messages: list[OutMessage]) -> list[tuple[str, list[OutMessage]]]:
-        """Group messages by destination slot; the key is the slot index as a
-        decimal string (``"7"``, not zero-padded)."""
-        counts = self.counts()
-        base = self._base
-        groups: dict[int, list[OutMessage]] = {}
-        for msg in messages:
-            n = counts.get(msg.topic)
-            if n is None:
-                raise DeliveryError(f"no output slot for topic {msg.topic!r}: not configured")
-            basis = msg.key if msg.key is not None else (msg.lineage or b"")
-            slot = base[msg.topic] + zlib.crc32(basis) % n
-            group = groups.get(slot)
-            if group is None:
-                groups[slot] = [msg]
-            else:
-                group.append(msg)
-        return [(str(slot), group) for slot, group in groups.items()]
-
-
-def read_lineage_tail(
-    config: dict[str, str], topic: str, partition: int, start: int, timeout_s: float = 120.0
-) -> tuple[dict[bytes, int], int | None]:
-    """The lineage ids of the records of one partition from ``start`` to its
-    confirmed end, each with the offset of its first record, and the highest
-    offset seen (None if the tail is empty)."""
-    consumer = Consumer(reader_config(config, **{"group.id": "clickstream-exactly-once-tail"}))
-    seen: dict[bytes, int] = {}
-    last: int | None = None
-    try:
-        for batch in read_to_end(consumer, topic, [partition], start=start, timeout_s=timeout_s):
-            for msg in batch:
-                last = msg.offset()
-                # The sink appends its header last; an earlier `lineage` header
-                # is the input's own (dead letters keep the original headers).
-                lineage = None
-                for name, value in msg.headers() or ():
-                    if name == LINEAGE_HEADER:
-                        lineage = value
-                if lineage is not None and lineage not in seen:
-                    seen[lineage] = last
-    except (ReadTimeout, KafkaIOError) as exc:
-        raise DeliveryError(f"could not read back {topic}[{partition}] from {start}: {exc}") from exc
-    finally:
-        consumer.close()
-    return seen, last
-
-
-class _ExactlyOncePartition(StatefulSinkPartition[list[OutMessage], int | None]):
+class _ExactlyOncePartition(StatefulSinkPartition[list[OutMessage], SinkSnapshot]):
     #: How long (processing time after a resume) the snapshot stays pinned
     #: before records written before the restart that the replay has not
     #: produced again (e.g. a click now resolved to another topic). Longer
     #: than any delay of the jobs' operators (profile wait, lateness).
     pin_horizon_s: float = 3600.0
 
-    def __init__(self, config: dict[str, str], topic: str, partition: int, resume: int | None):
+    def __init__(
+        self, config: dict[str, str], topic: str, partition: int, resume_state: SinkSnapshot | int | None
+    ):
+        # Refuses (before any read or write) a snapshot of another slot.
+        resume = resume_offset(resume_state, topic, partition)
         self.topic = topic
         self.partition = partition
         self.last_offset = resume
@@ -347,12 +267,12 @@ class _ExactlyOncePartition(StatefulSinkPartition[list[OutMessage], int | None])
             return pending[0][0] - 1
         return self.last_offset
 
-    def snapshot(self) -> int | None:
+    def snapshot(self) -> SinkSnapshot:
         # Everything written in this epoch is delivered before the snapshot
         # that covers it is taken: that is what makes the skip-on-resume exact.
         self._wait_for_tail()
         self._flush()
-        return self.resume_point()
+        return (self.topic, self.partition, self.resume_point())
 
     def close(self) -> None:
         if self._failed:
@@ -372,7 +292,7 @@ class _ExactlyOncePartition(StatefulSinkPartition[list[OutMessage], int | None])
             )
 
 
-class ExactlyOnceKafkaSink(FixedPartitionedSink[list[OutMessage], int | None]):
+class ExactlyOnceKafkaSink(FixedPartitionedSink[list[OutMessage], SinkSnapshot]):
     """One sink partition per output Kafka partition; see the module docstring."""
 
     def __init__(self, config: dict[str, str], layout: OutputLayout):
@@ -385,7 +305,7 @@ class ExactlyOnceKafkaSink(FixedPartitionedSink[list[OutMessage], int | None]):
     def part_fn(self, item_key: str) -> int:
         return int(item_key)
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None):
+    def build_part(self, step_id: str, for_part: str, resume_state: SinkSnapshot | int | None):
         topic, partition = self._layout.slots()[int(for_part)]
         return _ExactlyOncePartition(self._config, topic, partition, resume_state)
 
