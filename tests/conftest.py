@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -38,3 +39,21 @@ def topic_names(request):
         return {base: f"{test}_{n}_{base}" for base in bases}
 
     return make
+
+
+def clicks_job_env(broker, topics: dict, **extra: str) -> dict:
+    """The environment of a finite (``KAFKA_TAIL=false``) clicks job started
+    through the launcher: the ``clicks``, ``profiles``, ``joined``,
+    ``unmatched`` and ``dlq`` names of ``topics`` (from ``topic_names``), then ``extra``."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "KAFKA_TAIL": "false",
+        "CLICKS_TOPIC": topics["clicks"],
+        "PROFILES_TOPIC": topics["profiles"],
+        "JOINED_TOPIC": topics["joined"],
+        "UNMATCHED_TOPIC": topics["unmatched"],
+        "DLQ_TOPIC": topics["dlq"],
+        **extra,
+    }

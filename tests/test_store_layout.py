@@ -3,7 +3,6 @@ instead of mixing states or applying an offset to another partition."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 
 import orjson
@@ -11,7 +10,7 @@ import pytest
 from confluent_kafka import Producer
 
 from clickstream.store_layout import LayoutChanged, check_layout, differences
-from conftest import ROOT, job_command
+from conftest import ROOT, clicks_job_env, job_command
 
 STORED = {
     "job": "clicks",
@@ -49,18 +48,7 @@ def test_the_launcher_refuses_a_store_written_with_other_settings(broker, topic_
     producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
     producer.produce(t["clicks"], orjson.dumps({"user_id": "u1", "ts": 1_767_225_600_000}))
     assert producer.flush(30) == 0
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(ROOT),
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        "KAFKA_TAIL": "false",
-        "CLICKS_TOPIC": t["clicks"],
-        "PROFILES_TOPIC": t["profiles"],
-        "JOINED_TOPIC": t["joined"],
-        "UNMATCHED_TOPIC": t["unmatched"],
-        "DLQ_TOPIC": t["dlq"],
-        "RECOVERY_DIR": str(tmp_path / "store"),
-    }
+    env = clicks_job_env(broker, t, RECOVERY_DIR=str(tmp_path / "store"))
 
     def launch(**changes: str) -> subprocess.CompletedProcess:
         return subprocess.run(
