@@ -33,10 +33,10 @@ from connectors.offset_range import (
     InputOffsetOutOfRange,
     OutOfRangePolicy,
     PartitionCountChanged,
+    RangeWatch,
     count_changed_message,
     describe,
     failure_message,
-    out_of_range,
     resume_offset,
 )
 from operators.metrics import INPUT_OFFSET_OUT_OF_RANGE
@@ -102,6 +102,7 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, SourceState]):
         self._finish_confirm_s = finish_confirm_s
         self._end_seen_at: float | None = None
         self._on_out_of_range = on_out_of_range
+        self._range_watch = RangeWatch()
         self._out_of_range_count = INPUT_OFFSET_OUT_OF_RANGE.labels(job, topic, on_out_of_range.value)
         self._tp = TopicPartition(topic, partition)
         consumer_config = {
@@ -136,7 +137,7 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, SourceState]):
             # The fetch responses' watermarks: an offset past the end gets no
             # error from Tansu, only empty fetches (see connectors.offset_range).
             low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
-            if out_of_range(self._offset, low, high):
+            if self._range_watch.confirmed(self._offset, low, high, time.monotonic()):
                 self._apply_out_of_range_policy(low, high)
         records: list[SourceRecord] = []
         append = records.append

@@ -12,7 +12,11 @@ The range comes from the consumer's *fetch* responses (librdkafka's cached
 watermarks), not from ListOffsets: Tansu's ListOffsets high watermark
 under-reports for multi-record batches, while its fetch responses carry the
 right one; on a real Kafka cluster both are right, and an out-of-range fetch
-also surfaces as ``KafkaError._AUTO_OFFSET_RESET`` (``auto.offset.reset=error``).
+also surfaces as ``KafkaError._AUTO_OFFSET_RESET`` (``auto.offset.reset=error``),
+which is acted on at once. A range seen from watermarks must hold for
+:data:`OUT_OF_RANGE_HOLD_S` first (:class:`RangeWatch`): a newly elected Kafka
+leader's high watermark can briefly lag what the old one served, and Tansu's
+end events were seen to run ahead of its data under load.
 """
 
 from __future__ import annotations
@@ -29,6 +33,32 @@ class OutOfRangePolicy(str, Enum):
     EARLIEST = "earliest"
     #: Resume from the partition's end (skip what it holds).
     LATEST = "latest"
+
+
+#: How long an offset must stay outside the range the fetch responses report
+#: (while no record arrives) before the policy applies.
+OUT_OF_RANGE_HOLD_S = 2.0
+
+
+class RangeWatch:
+    """Decides when an offset seen outside its partition's range has stayed
+    there long enough (:data:`OUT_OF_RANGE_HOLD_S`) to act on."""
+
+    def __init__(self, hold_s: float = OUT_OF_RANGE_HOLD_S):
+        self.hold_s = hold_s
+        self._since: float | None = None
+
+    def confirmed(self, offset: int, low: int, high: int, now: float) -> bool:
+        """Whether ``offset`` is outside ``low..high`` and has been since ``now - hold_s``."""
+        if not out_of_range(offset, low, high):
+            self._since = None
+            return False
+        if self._since is None:
+            self._since = now
+        if now - self._since < self.hold_s:
+            return False
+        self._since = None
+        return True
 
 
 class InputOffsetOutOfRange(RuntimeError):

@@ -17,6 +17,7 @@ from connectors.offset_range import (
     InputOffsetOutOfRange,
     OutOfRangePolicy,
     PartitionCountChanged,
+    RangeWatch,
     failure_message,
     resume_offset,
 )
@@ -44,6 +45,18 @@ FAIL, EARLIEST, LATEST = OutOfRangePolicy.FAIL, OutOfRangePolicy.EARLIEST, OutOf
 )
 def test_resume_offset_decides_from_the_stored_offset_and_the_range(offset, low, high, policy, expected):
     assert resume_offset(policy, offset, low, high) == expected
+
+
+def test_an_offset_seen_out_of_range_counts_only_once_it_held():
+    watch = RangeWatch(hold_s=2.0)
+    assert not watch.confirmed(50, 0, 20, now=100.0)  # first seen
+    assert not watch.confirmed(50, 0, 20, now=101.9)
+    assert not watch.confirmed(50, 0, 60, now=102.5)  # back in range (a lagging end): restart
+    assert not watch.confirmed(50, 0, 20, now=103.0)
+    assert not watch.confirmed(50, 0, 20, now=104.9)
+    assert watch.confirmed(50, 0, 20, now=105.0)
+    assert not watch.confirmed(50, 0, 20, now=105.1)  # acted on: a new hold starts
+    assert not watch.confirmed(5, 0, 20, now=200.0)  # inside: never
 
 
 def test_the_failure_line_names_topic_partition_offset_and_range():
