@@ -10,8 +10,11 @@ overhead is Bytewax's main cost. So this source:
   (``READING``, ``CAUGHT_UP`` while tailing, ``FINISHED`` with ``tail=False``);
 * while caught up and idle, emits an empty batch every ``heartbeat_s`` so
   downstream progress keeps moving with the wall clock;
-* keeps each partition's next offset as its snapshot (Bytewax recovery stores it
-  together with operator state), like ``KafkaSource``.
+* keeps each partition's next offset and the topic's partition count as its
+  snapshot (Bytewax recovery stores it together with operator state);
+* checks that offset against the partition's range on resume and while
+  running, and applies ``ON_INPUT_OFFSET_OUT_OF_RANGE`` when it lies outside
+  (:mod:`connectors.offset_range`), and refuses a changed partition count.
 
 Partitions are read by manual ``assign()``: no consumer group, no commits.
 """
@@ -26,11 +29,27 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from connectors.kafka_io import END_HOLD_S, NO_TIMESTAMP, KafkaIOError, TopicNotFound, require_topics
+from connectors.offset_range import (
+    InputOffsetOutOfRange,
+    OutOfRangePolicy,
+    PartitionCountChanged,
+    RangeWatch,
+    count_changed_message,
+    describe,
+    failure_message,
+    resume_offset,
+)
+from operators.metrics import INPUT_OFFSET_OUT_OF_RANGE
 from operators.records import PartitionStatus, SourceBatch, SourceRecord, new_source_record
 
 log = logging.getLogger(__name__)
 
 _EOF = KafkaError._PARTITION_EOF
+_OUT_OF_RANGE = KafkaError._AUTO_OFFSET_RESET
+
+#: A partition's snapshot: (next offset, the topic's partition count). Stores
+#: written before the count was kept hold the offset alone (an ``int``).
+SourceState = tuple[int, int]
 _IDLE_BACKOFF = timedelta(milliseconds=5)
 
 
@@ -52,7 +71,7 @@ def list_topic_partitions(config: dict[str, str], topic: str, timeout_s: float =
         raise KafkaSourceError(str(exc)) from exc
 
 
-class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
+class _BatchPartition(StatefulSourcePartition[SourceBatch, SourceState]):
     def __init__(
         self,
         config: dict[str, str],
@@ -66,6 +85,8 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
         finish_confirm_s: float,
         group_id: str | None = None,
         resumed: bool = False,
+        on_out_of_range: OutOfRangePolicy = OutOfRangePolicy.FAIL,
+        job: str = "",
     ):
         self._topic = topic
         self._partition = partition
@@ -80,14 +101,20 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
         self._idle = False
         self._finish_confirm_s = finish_confirm_s
         self._end_seen_at: float | None = None
+        self._on_out_of_range = on_out_of_range
+        self._range_watch = RangeWatch()
+        self._out_of_range_count = INPUT_OFFSET_OUT_OF_RANGE.labels(job, topic, on_out_of_range.value)
+        self._tp = TopicPartition(topic, partition)
         consumer_config = {
             "group.id": "clickstream-dataflows-unused",
             "enable.auto.commit": "false",
             "enable.auto.offset.store": "false",
             "enable.partition.eof": "true",
-            "auto.offset.reset": "earliest",
         }
         consumer_config.update(config)
+        # Never let librdkafka reset an out-of-range offset silently: it
+        # reports it and ON_INPUT_OFFSET_OUT_OF_RANGE decides.
+        consumer_config["auto.offset.reset"] = "error"
         #: Offsets are committed to this consumer group for monitoring only
         #: (lag in standard Kafka tools); recovery resumes from snapshots.
         self._group_id = group_id
@@ -106,6 +133,12 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
         # an empty poll makes next_awake() back off for a few milliseconds.
         messages = self._consumer.consume(self._batch_size, 0)
         self._idle = not messages
+        if not messages:
+            # The fetch responses' watermarks: an offset past the end gets no
+            # error from Tansu, only empty fetches (see connectors.offset_range).
+            low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+            if self._range_watch.confirmed(self._offset, low, high, time.monotonic()):
+                self._apply_out_of_range_policy(low, high)
         records: list[SourceRecord] = []
         append = records.append
         reached_end = False
@@ -115,6 +148,9 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
                 if err.code() == _EOF:
                     reached_end = True
                     continue
+                if err.code() == _OUT_OF_RANGE:
+                    self._apply_out_of_range_policy(*self._watermarks())
+                    return []
                 if err.fatal() or not err.retriable():
                     raise KafkaSourceError(
                         f"error reading {self._topic!r} partition {self._partition}: {err.str()}"
@@ -179,12 +215,37 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
             return datetime.now(UTC) + _IDLE_BACKOFF
         return None
 
-    def snapshot(self) -> int:
+    def _watermarks(self) -> tuple[int, int]:
+        """The partition's range: from fetch responses when known, else
+        ListOffsets (right on Kafka; only reached there, by its fetch error)."""
+        low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+        if low < 0 or high < 0:
+            low, high = self._consumer.get_watermark_offsets(self._tp, timeout=10)
+        return low, high
+
+    def _apply_out_of_range_policy(self, low: int, high: int) -> None:
+        """Stop (``fail``) or move to the partition's first or end offset, with one line."""
+        self._out_of_range_count.inc()
+        offset = self._offset
+        target = resume_offset(self._on_out_of_range, offset, low, high)
+        if target is None:
+            raise InputOffsetOutOfRange(failure_message(self._topic, self._partition, offset, low, high))
+        log.warning(
+            "%s (ON_INPUT_OFFSET_OUT_OF_RANGE=%s): resuming at offset %d",
+            describe(self._topic, self._partition, offset, low, high),
+            self._on_out_of_range.value,
+            target,
+        )
+        self._offset = target
+        self._end_seen_at = None
+        self._consumer.assign([TopicPartition(self._topic, self._partition, target)])
+
+    def snapshot(self) -> SourceState:
         if self._group_id is not None:
             if self._committable is not None:
                 self._commit(self._committable)
             self._committable = self._offset
-        return self._offset
+        return (self._offset, self._partition_count)
 
     def _commit(self, offset: int) -> None:
         if self._group_id is None or offset < 0:  # nothing read yet: nothing to commit
@@ -207,7 +268,7 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
         self._consumer.close()
 
 
-class KafkaBatchSource(FixedPartitionedSource[SourceBatch, int]):
+class KafkaBatchSource(FixedPartitionedSource[SourceBatch, SourceState]):
     """Read every partition of one topic as batches with position reports."""
 
     def __init__(
@@ -221,6 +282,8 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, int]):
         starting_offset: int = OFFSET_BEGINNING,
         finish_confirm_s: float = END_HOLD_S,
         group_id: str | None = None,
+        on_out_of_range: OutOfRangePolicy = OutOfRangePolicy.FAIL,
+        job: str = "",
     ):
         """:arg config: librdkafka properties (``bootstrap.servers`` and any other).
 
@@ -233,6 +296,9 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, int]):
             for monitoring (lag in Kafka tools): the offset a snapshot holds,
             at the next snapshot, and the end offset when a partition finishes.
             ``None``: no commits. Recovery never reads them.
+        :arg on_out_of_range: what to do with a next offset outside its
+            partition, on resume or while running (:mod:`connectors.offset_range`).
+        :arg job: the job's name, a label of the out-of-range metric.
         """
         self._config = dict(config)
         self._topic = topic
@@ -242,6 +308,8 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, int]):
         self._starting_offset = starting_offset
         self._finish_confirm_s = finish_confirm_s
         self._group_id = group_id
+        self._on_out_of_range = on_out_of_range
+        self._job = job
         self._partition_count: int | None = None
 
     def _count(self) -> int:
@@ -252,23 +320,35 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, int]):
     def list_parts(self) -> list[str]:
         return [f"{i}-{self._topic}" for i in range(self._count())]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _BatchPartition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: SourceState | int | None
+    ) -> _BatchPartition:
         index, _, topic = for_part.partition("-")
         if topic != self._topic:
             raise KafkaSourceError(
                 f"recovery state names topic {topic!r} but step {step_id!r} reads "
                 f"{self._topic!r}: reset the recovery directory to switch topics"
             )
+        stored_offset: int | None
+        if isinstance(resume_state, tuple):
+            stored_offset, stored_count = resume_state
+            if stored_count != self._count():
+                # Not a policy case: see connectors.offset_range.count_changed_message.
+                raise PartitionCountChanged(count_changed_message(self._topic, stored_count, self._count()))
+        else:
+            stored_offset = resume_state
         return _BatchPartition(
             self._config,
             self._topic,
             int(index),
             self._count(),
-            self._starting_offset if resume_state is None else resume_state,
+            self._starting_offset if stored_offset is None else stored_offset,
             self._tail,
             self._batch_size,
             self._heartbeat_s,
             self._finish_confirm_s,
             self._group_id,
-            resume_state is not None,
+            stored_offset is not None,
+            self._on_out_of_range,
+            self._job,
         )

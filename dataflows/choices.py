@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+# ON_INPUT_OFFSET_OUT_OF_RANGE: defined where the source applies it.
+from connectors.offset_range import OutOfRangePolicy as OutOfRangePolicy
 from operators.event_parsing import TIME_FORMATS
 from operators.record_mapping import MESSAGE_KEY, MESSAGE_TIMESTAMP, split_path
 

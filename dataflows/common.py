@@ -82,6 +82,8 @@ def kafka_input(
         heartbeat_s=heartbeat.total_seconds(),
         # offsets committed for monitoring: KAFKA_GROUP_ID, else clickstream-<job>
         group_id=config.get("group.id") or f"clickstream-{flow.flow_id}",
+        on_out_of_range=settings.on_input_offset_out_of_range,
+        job=flow.flow_id,
     )
     return decode(
         f"decode_{step_id}",

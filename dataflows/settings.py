@@ -33,6 +33,7 @@ from dataflows.choices import (
     IsoWithoutOffset,
     JoinMode,
     JoinStrategy,
+    OutOfRangePolicy,
     OutputShape,
     TimeFallback,
     TimeFormat,
@@ -81,6 +82,12 @@ class CommonSettings(BaseSettings):
         True,
         alias="KAFKA_TAIL",
         description="false: stop when every input partition reaches its end",
+    )
+    on_input_offset_out_of_range: OutOfRangePolicy = Field(
+        OutOfRangePolicy.FAIL,
+        alias="ON_INPUT_OFFSET_OUT_OF_RANGE",
+        description="a stored input offset outside its partition (topic recreated, "
+        "records deleted): fail, or resume at the partition's earliest or latest offset",
     )
     allowed_lateness_seconds: float = Field(
         60.0,

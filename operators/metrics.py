@@ -26,3 +26,9 @@ STATE_SIZE = Gauge(
     "Items held in state by this process (all its shards together), per kind",
     ["kind", "shard"],
 )
+#: ``policy``: the ON_INPUT_OFFSET_OUT_OF_RANGE value applied (fail, earliest, latest).
+INPUT_OFFSET_OUT_OF_RANGE = Counter(
+    "clickstream_input_offset_out_of_range",
+    "Input partitions whose next offset was outside the partition (ON_INPUT_OFFSET_OUT_OF_RANGE)",
+    ["job", "topic", "policy"],
+)
