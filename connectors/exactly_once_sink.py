@@ -51,6 +51,7 @@ from connectors.kafka_io import (
     produce_with_backpressure,
     read_to_end,
     reader_config,
+    with_client_logs,
 )
 from connectors.kafka_source import list_topic_partitions
 from operators.records import OutMessage
@@ -86,8 +87,7 @@ class OutputLayout:
             for topic in self.topics:
                 base[topic] = total
                 total += counts[topic]
-            self._base = base
-            self._counts = counts
+            self._base, self._counts = base, counts
         return self._counts
 
     def slots(self) -> list[tuple[str, int]]:
@@ -120,7 +120,7 @@ def read_lineage_tail(
     """The lineage ids of the records of one partition from ``start`` to its
     confirmed end, each with the offset of its first record, and the highest
     offset seen (None if the tail is empty)."""
-    consumer = Consumer(reader_config(config, **{"group.id": "clickstream-exactly-once-tail"}))
+    consumer = Consumer(with_client_logs(reader_config(config, **{"group.id": "clickstream-exactly-once"})))
     seen: dict[bytes, int] = {}
     last: int | None = None
     try:
@@ -181,15 +181,15 @@ class _ExactlyOncePartition(StatefulSinkPartition[list[OutMessage], int | None])
             "batch.num.messages": "10000",
             "enable.idempotence": "true",
             "message.max.bytes": str(16 * 1024 * 1024),
+            **config,
         }
-        producer_config.update(config)
         # Delivery reports land here through a C-level callable (no Python
         # frame per message): reports[None] is the latest successful delivery
         # (reports of one partition come in offset order), any other key an
         # error. Read by `_collect_reports` after every poll and flush.
         self._reports: dict[KafkaError | None, Message] = {}
         producer_config["on_delivery"] = self._reports.__setitem__
-        self._producer = Producer(producer_config)
+        self._producer = Producer(with_client_logs(producer_config))
         self._failures: list[str] = []
         self.written = 0
         self.skipped = 0

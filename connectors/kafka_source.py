@@ -25,7 +25,9 @@ from datetime import UTC, datetime, timedelta
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from connectors.client_logs import with_client_logs
 from connectors.kafka_io import END_HOLD_S, NO_TIMESTAMP, KafkaIOError, TopicNotFound, require_topics
+from operators.health import PROGRESS
 from operators.records import PartitionStatus, SourceBatch, SourceRecord, new_source_record
 
 log = logging.getLogger(__name__)
@@ -96,8 +98,9 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
         #: The offset the last snapshot holds: committed at the next snapshot,
         #: once that one is durable, so a commit never runs ahead of recovery.
         self._committable: int | None = next_offset if resumed else None
-        self._consumer = Consumer(consumer_config)
+        self._consumer = Consumer(with_client_logs(consumer_config))
         self._consumer.assign([TopicPartition(topic, partition, next_offset)])
+        PROGRESS.set_reading((topic, partition), True)  # behind its end until a poll says otherwise
 
     def next_batch(self) -> list[SourceBatch]:
         if self._done:
@@ -143,6 +146,7 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
         now = time.monotonic()
         if records:
             self._end_seen_at = None
+            PROGRESS.input_at = now
         if reached_end and not self._tail:
             # Not tailing: the end must hold for `finish_confirm_s` before the
             # partition counts as finished (see KafkaBatchSource).
@@ -157,6 +161,8 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
         heartbeat_due = (
             self._status == PartitionStatus.CAUGHT_UP and now - self._last_emit >= self._heartbeat_s
         )
+        if self._status != previous:
+            PROGRESS.set_reading((self._topic, self._partition), self._status == PartitionStatus.READING)
         if not records and self._status == previous and not heartbeat_due:
             return []
         self._last_emit = now
@@ -180,6 +186,7 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
         return None
 
     def snapshot(self) -> int:
+        PROGRESS.epoch_at = time.monotonic()  # Bytewax calls it once per epoch (see operators.health)
         if self._group_id is not None:
             if self._committable is not None:
                 self._commit(self._committable)
@@ -204,6 +211,7 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
             )
 
     def close(self) -> None:
+        PROGRESS.set_reading((self._topic, self._partition), False)
         self._consumer.close()
 
 
