@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import Producer
 
 from clickstream import launch
+from clickstream.broker import free_port
 from clickstream.recovery_checks import (
     RecoveryDirFault,
     check_free_space,
@@ -23,6 +24,7 @@ from clickstream.recovery_checks import (
 )
 from conftest import ROOT, job_command
 from connectors.kafka_io import PRODUCER_DEFAULTS
+from test_health import wait_for_health
 from test_launch import plan
 
 
@@ -79,14 +81,18 @@ def test_free_space_below_the_minimum_is_refused_and_zero_turns_the_check_off(tm
     check_free_space(tmp_path, 0, lambda _: Stat(0))  # type: ignore[arg-type,return-value]
 
 
-def in_mount_namespace(setup: str, env: dict, *args: str) -> subprocess.CompletedProcess:
-    """Run the launcher after ``setup`` (mount commands) in a private mount
-    namespace: the mounts vanish with it. Skips where that is not allowed."""
+def in_mount_namespace(setup: str, *args: str) -> list[str]:
+    """The launcher's command after ``setup`` (mount commands) in a private
+    mount namespace: the mounts vanish with it. Skips where that is not allowed."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("needs root and unshare for a private mount")
     launcher = " ".join(job_command("clicks", *args))
+    return ["unshare", "--mount", "sh", "-c", f"{setup} || exit 99; exec {launcher}"]
+
+
+def run_launcher(command: list[str], env: dict) -> subprocess.CompletedProcess:
     done = subprocess.run(
-        ["unshare", "--mount", "sh", "-c", f"{setup} || exit 99; exec {launcher}"],
+        command,
         env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), **env},
         capture_output=True,
         text=True,
@@ -101,8 +107,8 @@ def in_mount_namespace(setup: str, env: dict, *args: str) -> subprocess.Complete
 def test_a_read_only_recovery_directory_is_one_line_and_status_2(tmp_path):
     directory = tmp_path / "rec"
     directory.mkdir()
-    done = in_mount_namespace(
-        f"mount --bind {directory} {directory} && mount -o remount,ro,bind {directory}",
+    done = run_launcher(
+        in_mount_namespace(f"mount --bind {directory} {directory} && mount -o remount,ro,bind {directory}"),
         {"RECOVERY_DIR": str(directory)},
     )
     errors = [line for line in done.stderr.splitlines() if "error" in line]
@@ -116,28 +122,26 @@ def test_a_read_only_recovery_directory_is_one_line_and_status_2(tmp_path):
 def test_a_small_volume_is_refused_before_the_job_starts(tmp_path):
     directory = tmp_path / "rec"
     directory.mkdir()
-    done = in_mount_namespace(
-        f"mount -t tmpfs -o size=1m tmpfs {directory}",
+    done = run_launcher(
+        in_mount_namespace(f"mount -t tmpfs -o size=1m tmpfs {directory}"),
         {"RECOVERY_DIR": str(directory), "RECOVERY_MIN_FREE_MB": "64"},
     )
     assert done.returncode == 2, done.stderr
     assert f"entrypoint: error: recovery directory {directory} has 1.0 MiB free" in done.stderr
 
 
-@pytest.mark.broker
-def test_a_disk_that_fills_while_the_job_runs_stops_it_once_with_the_reason(broker, topic_names, tmp_path):
-    """Measured: Bytewax panics once ("database or disk is full") and exits 1."""
+def job_env(broker, topic_names, directory: Path, profiles: int) -> dict:
+    """Topics for the clicks job, ``profiles`` padded profiles in them, and its environment."""
     t = topic_names("clicks", "profiles", "joined", "dlq")
     broker.create_topics({t["clicks"]: 1, t["profiles"]: 1, t["joined"]: 1, t["dlq"]: 1})
     producer = Producer({**PRODUCER_DEFAULTS, "bootstrap.servers": broker.bootstrap_servers})
     an_hour_ago = int(time.time() * 1000) - 3_600_000
-    for u in range(5000):  # ~1.5 MB of join state: more than the 400 KiB volume holds
+    for u in range(profiles):
         profile = {"user_id": f"u{u}", "updated_at": an_hour_ago, "pad": "x" * 200}
         producer.produce(t["profiles"], orjson.dumps(profile))
     assert producer.flush(60) == 0
-    directory = tmp_path / "rec"
     directory.mkdir()
-    env = {
+    return {
         "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
         "CLICKS_TOPIC": t["clicks"],
         "PROFILES_TOPIC": t["profiles"],
@@ -145,12 +149,56 @@ def test_a_disk_that_fills_while_the_job_runs_stops_it_once_with_the_reason(brok
         "DLQ_TOPIC": t["dlq"],
         "RECOVERY_DIR": str(directory),
         "RECOVERY_SNAPSHOT_SECONDS": "1",
-        "RECOVERY_MIN_FREE_MB": "0",  # let it start on the tiny volume
+        "RECOVERY_MIN_FREE_MB": "0",  # let it start on a tiny volume
     }
+
+
+@pytest.mark.broker
+def test_a_disk_that_fills_while_the_job_runs_stops_it_once_with_the_reason(broker, topic_names, tmp_path):
+    """Measured: Bytewax panics once ("database or disk is full") and exits 1."""
+    directory = tmp_path / "rec"
+    env = job_env(broker, topic_names, directory, 5000)  # ~1.5 MB of state: more than 400 KiB
     started = time.monotonic()
-    done = in_mount_namespace(f"mount -t tmpfs -o size=400k tmpfs {directory}", env)
+    done = run_launcher(in_mount_namespace(f"mount -t tmpfs -o size=400k tmpfs {directory}"), env)
     elapsed = time.monotonic() - started
     print(f"the job stopped {elapsed:.1f} s after its start (status {done.returncode})", file=sys.stderr)
     assert done.returncode == 1, done.stderr[-3000:]
     assert done.stderr.count("database or disk is full") >= 1
     assert done.stderr.count("panicked at") == 1
+
+
+@pytest.mark.broker
+def test_a_directory_that_turns_read_only_while_the_job_runs_stops_it_once(broker, topic_names, tmp_path):
+    """An ext4 volume remounted read-only by the kernel after an error (as
+    ``errors=remount-ro`` does): Bytewax panics once ("disk I/O error"), exits 1."""
+    if shutil.which("mkfs.ext4") is None:
+        pytest.skip("needs mkfs.ext4")
+    image, device_name = tmp_path / "volume.img", tmp_path / "device"
+    with open(image, "wb") as handle:
+        handle.truncate(64 * 1024 * 1024)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    directory = tmp_path / "rec"
+    env = {**job_env(broker, topic_names, directory, 100), "METRICS_PORT": str(free_port())}
+    setup = (
+        f"mount -o loop,errors=remount-ro {image} {directory} && "
+        f"basename $(findmnt -n -o SOURCE {directory}) > {device_name}"
+    )
+    job = subprocess.Popen(
+        in_mount_namespace(setup),
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), **env},
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        wait_for_health(int(env["METRICS_PORT"]), 200, 60)  # running, snapshots written
+        trigger = Path(f"/sys/fs/ext4/{device_name.read_text().strip()}/trigger_fs_error")
+        trigger.write_text("test\n")
+        started = time.monotonic()
+        _, stderr = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    print(f"the job stopped {time.monotonic() - started:.1f} s after the volume turned read-only")
+    assert job.returncode == 1, stderr[-3000:]
+    assert stderr.count("panicked at") == 1 and "disk I/O error" in stderr
