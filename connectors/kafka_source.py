@@ -100,7 +100,7 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
         self._committable: int | None = next_offset if resumed else None
         self._consumer = Consumer(with_client_logs(consumer_config))
         self._consumer.assign([TopicPartition(topic, partition, next_offset)])
-        PROGRESS.set_reading((topic, partition), True)  # behind its end until a poll says otherwise
+        PROGRESS.open_partition((topic, partition))
 
     def next_batch(self) -> list[SourceBatch]:
         if self._done:
@@ -143,7 +143,7 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
             if messages[-1].error() is None:
                 reached_end = False
         previous = self._status
-        now = time.monotonic()
+        now = PROGRESS.polled_at = time.monotonic()
         if records:
             self._end_seen_at = None
             PROGRESS.input_at = now
@@ -211,7 +211,7 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, int]):
             )
 
     def close(self) -> None:
-        PROGRESS.set_reading((self._topic, self._partition), False)
+        PROGRESS.close_partition((self._topic, self._partition))
         self._consumer.close()
 
 

@@ -2,12 +2,12 @@
 
 A process can answer HTTP while its dataflow is stuck (a peer stopped, a
 broker that accepts connections but never answers). :data:`PROGRESS` is the
-process-wide record the source keeps at almost no cost (a float per batch
-with records, a set update when a partition starts or stops reading, a float
-per epoch); :class:`StallMonitor` turns it into healthy / stalled, logging
-one line when that changes. Bytewax gates its inputs on the downstream
-progress of the whole cluster, so the source's per-epoch ``snapshot()``
-stops when any worker downstream is stuck.
+process-wide record the source keeps at almost no cost (a float per poll,
+a set update when a partition starts or stops reading, a float per epoch);
+:class:`StallMonitor` turns it into healthy / stalled, logging one line when
+that changes. Bytewax gates its inputs on the downstream progress of the
+whole cluster: while any worker downstream is stuck, the sources are neither
+polled nor snapshotted (their per-epoch ``snapshot()`` is the epoch signal).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 
 
 class ProgressWatch:
@@ -26,19 +26,43 @@ class ProgressWatch:
         self.epoch_at = time.monotonic() if now is None else now
         #: When records were last read (the source sets it once per batch with records).
         self.input_at = float("-inf")
+        #: When a source partition was last polled (every poll, records or not).
+        self.polled_at = self.epoch_at
         #: Partitions whose last poll returned records (not caught up).
-        self.reading: set[Hashable] = set()
+        self.reading: set[tuple[str, int]] = set()
+        #: The source partitions this process reads (none: no signal, never stalled).
+        self.partitions: set[tuple[str, int]] = set()
 
-    def set_reading(self, partition: Hashable, reading: bool) -> None:
+    def open_partition(self, partition: tuple[str, int]) -> None:
+        """A partition starts (behind its end until a poll says otherwise)."""
+        self.partitions.add(partition)
+        self.reading.add(partition)
+
+    def close_partition(self, partition: tuple[str, int]) -> None:
+        self.partitions.discard(partition)
+        self.reading.discard(partition)
+
+    def set_reading(self, partition: tuple[str, int], reading: bool) -> None:
         if reading:
             self.reading.add(partition)
         else:
             self.reading.discard(partition)
 
-    def input_pending(self) -> bool:
-        """Input no completed epoch covers: a partition behind its end, or records
-        read since the last epoch completed."""
-        return bool(self.reading) or self.input_at > self.epoch_at
+    def input_pending(self, now: float, unpolled_s: float) -> str | None:
+        """Why input is pending that no completed epoch covers (None: it is not):
+        a partition behind its end, records read since the last epoch completed,
+        or sources not polled for ``unpolled_s`` (a gated or stuck worker cannot
+        see its input). A process that reads no partition has no signal: None."""
+        if not self.partitions:
+            return None
+        if self.reading:
+            names = ", ".join(sorted(f"{t}[{p}]" for t, p in list(self.reading)[:3]))
+            return f"{len(self.reading)} partition(s) behind their end ({names})"
+        if self.input_at > self.epoch_at:
+            return "records read since the last epoch"
+        if now - self.polled_at >= unpolled_s:
+            return f"sources not polled for {now - self.polled_at:.0f} s"
+        return None
 
 
 #: The process's record (every source partition of every worker thread writes here).
@@ -65,13 +89,15 @@ class StallMonitor:
     def check(self) -> str | None:
         """None when healthy, else the one-line reason. Logs a WARNING when the
         job becomes stalled and an INFO line when it makes progress again."""
-        since = self._clock() - self._watch.epoch_at
-        stalled = self._watch.input_pending() and since >= self.stall_s
+        now = self._clock()
+        since = now - self._watch.epoch_at
+        pending = self._watch.input_pending(now, self.stall_s) if since >= self.stall_s else None
+        stalled = pending is not None
         with self._lock:
             changed, self.stalled = stalled != self.stalled, stalled
         reason = (
-            f"stalled: input pending and no epoch completed for {since:.0f} s "
-            f"(HEALTH_STALL_SECONDS={self.stall_s:g})"
+            f"stalled: input pending and no epoch completed for {since:.0f} s: "
+            f"{pending} (HEALTH_STALL_SECONDS={self.stall_s:g})"
         )
         if changed and stalled:
             self._log.warning("%s", reason)

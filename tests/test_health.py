@@ -41,6 +41,8 @@ class Lines(logging.Handler):
 def monitor_at(stall_s: float = 10.0) -> tuple[StallMonitor, ProgressWatch, Clock, list[str]]:
     clock = Clock()
     watch = ProgressWatch(now=clock.now)
+    watch.open_partition(("clicks", 0))
+    watch.set_reading(("clicks", 0), False)  # caught up
     lines: list[str] = []
     logger = logging.getLogger(f"test.health.{id(lines)}")
     logger.propagate = False
@@ -51,21 +53,26 @@ def monitor_at(stall_s: float = 10.0) -> tuple[StallMonitor, ProgressWatch, Cloc
 
 def test_stalled_only_when_input_is_pending_and_no_epoch_completed_for_the_limit():
     monitor, watch, clock, lines = monitor_at(stall_s=10)
-    clock.now += 100  # no epoch for 100 s, but nothing read: idle, healthy
+    clock.now += 100  # no epoch for 100 s, nothing read, polled just now: idle, healthy
+    watch.polled_at = clock.now
     assert monitor.check() is None
-    watch.epoch_at = clock.now  # an epoch completes
-    watch.input_at = clock.now + 0.1
+    watch.epoch_at = watch.polled_at = clock.now  # an epoch completes
+    watch.input_at = watch.polled_at = clock.now + 0.1
     clock.now += 9.9
     assert monitor.check() is None
     clock.now += 0.2
     reason = monitor.check()
-    assert reason == "stalled: input pending and no epoch completed for 10 s (HEALTH_STALL_SECONDS=10)"
+    assert reason == (
+        "stalled: input pending and no epoch completed for 10 s: records read since the last epoch "
+        "(HEALTH_STALL_SECONDS=10)"
+    )
     clock.now += 30
     assert monitor.check() is not None
     watch.epoch_at = clock.now
     assert monitor.check() is None
     assert lines == [
-        "WARNING stalled: input pending and no epoch completed for 10 s (HEALTH_STALL_SECONDS=10)",
+        "WARNING stalled: input pending and no epoch completed for 10 s: records read since the last "
+        "epoch (HEALTH_STALL_SECONDS=10)",
         "INFO progressing again: an epoch completed 0 s ago",
     ]
 
@@ -74,12 +81,27 @@ def test_a_partition_behind_its_end_is_pending_input_until_it_catches_up():
     monitor, watch, clock, lines = monitor_at(stall_s=5)
     watch.set_reading(("clicks", 0), True)
     clock.now += 4
+    watch.polled_at = clock.now
     assert monitor.check() is None
     clock.now += 2
+    watch.polled_at = clock.now
     assert monitor.check() is not None
     watch.set_reading(("clicks", 0), False)  # caught up, and nothing read since the epoch
     assert monitor.check() is None
     assert [line.split()[0] for line in lines] == ["WARNING", "INFO"]
+
+
+def test_sources_not_polled_count_as_pending_input_and_no_partition_means_no_signal():
+    monitor, watch, clock, _ = monitor_at(stall_s=5)  # caught up, idle
+    clock.now += 4.9
+    assert monitor.check() is None
+    clock.now += 0.2  # neither polled nor snapshotted for 5.1 s: a gated worker
+    assert monitor.check() is not None
+    watch.polled_at = clock.now  # polled again, still no epoch: idle and caught up
+    assert monitor.check() is None
+    watch.close_partition(("clicks", 0))
+    clock.now += 100
+    assert monitor.check() is None  # this process reads no partition: nothing to judge by
 
 
 def call(app, path: str) -> tuple[str, bytes]:
@@ -173,19 +195,89 @@ def test_healthz_is_ok_while_tailing_and_503_while_the_broker_is_stopped_with_in
             os.killpg(job.pid, signal.SIGTERM)
             job.wait(timeout=20)
     text = log.read_text()
-    print(f"503 {stalled_after:.1f} s after SIGSTOP (limit 2 s); 200 {recovered_after:.1f} s after SIGCONT")
+    print(
+        f"503 {stalled_after:.1f} s after SIGSTOP (limit 2 s): {body}; 200 {recovered_after:.1f} s after SIGCONT"
+    )
     assert body is not None and body[1].startswith("stalled: input pending and no epoch completed for")
     assert text.count("WARNING clickstream.health: stalled: input pending") == 1, text[-3000:]
     assert text.count("INFO clickstream.health: progressing again") == 1, text[-3000:]
 
 
-def records_in(port: int) -> float:
+def records_in(port: int, topic: str | None = None) -> float:
+    """``clickstream_records_in_total`` of one process (one topic, or all)."""
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     except OSError:
         return 0.0
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith('clickstream_records_in_total{topic="clicks"}')
-    )
+    prefix = "clickstream_records_in_total" + ("" if topic is None else f'{{topic="{topic}"}}')
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+@pytest.mark.broker
+def test_a_stopped_peer_process_fails_the_other_process_s_healthz(broker, topic_names, tmp_path):
+    """The issue's probe: one of two processes stopped (SIGSTOP); the other,
+    idle and caught up, answered 200 with no log line. Now it stalls visibly."""
+    t = topic_names("clicks", "profiles", "joined", "dlq")
+    broker.create_topics({t["clicks"]: 2, t["profiles"]: 2, t["joined"]: 2, t["dlq"]: 1})
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+    t0 = int(time.time() * 1000) - 3_600_000
+    for i in range(200):
+        producer.produce(
+            t["profiles"], orjson.dumps({"user_id": f"u{i}", "updated_at": t0}), f"u{i}".encode()
+        )
+        producer.produce(t["clicks"], orjson.dumps({"user_id": f"u{i}", "ts": t0 + 1}), f"u{i}".encode())
+    assert producer.flush(30) == 0
+    ports = [free_port(), free_port()]
+    common = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "BYTEWAX_ADDRESSES": f"127.0.0.1:{free_port()};127.0.0.1:{free_port()}",
+        "RECOVERY_PARTITIONS": "2",
+        "RECOVERY_SNAPSHOT_SECONDS": "1",
+        "HEALTH_STALL_SECONDS": "4",
+        "CLICKS_TOPIC": t["clicks"],
+        "PROFILES_TOPIC": t["profiles"],
+        "JOINED_TOPIC": t["joined"],
+        "DLQ_TOPIC": t["dlq"],
+    }
+    logs = [tmp_path / f"clicks-{i}.log" for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            job_command("clicks"),
+            env={
+                **common,
+                "HOSTNAME": f"clicks-{i}",
+                "METRICS_PORT": str(ports[i]),
+                "RECOVERY_DIR": str(tmp_path / f"rec-{i}"),
+            },
+            stdout=open(logs[i], "wb"),  # noqa: SIM115 - the job writes it for its whole life
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        start = time.monotonic()
+        while records_in(ports[0]) + records_in(ports[1]) < 400:  # every record read: caught up
+            assert time.monotonic() - start < 90, logs[0].read_text()[-2000:]
+            time.sleep(0.2)
+        wait_for_health(ports[0], 200, 30)
+        os.kill(procs[1].pid, signal.SIGSTOP)
+        try:
+            stalled_after = wait_for_health(ports[0], 503, 60)
+            reason = healthz(ports[0])
+        finally:
+            os.kill(procs[1].pid, signal.SIGCONT)
+        recovered_after = wait_for_health(ports[0], 200, 60)
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=30)
+    print(f"peer stopped: 503 after {stalled_after:.1f} s (limit 4 s), {reason}")
+    print(f"200 again {recovered_after:.1f} s after SIGCONT")
+    assert reason is not None and reason[1].startswith("stalled: input pending and no epoch completed")
+    text = logs[0].read_text()
+    assert text.count("WARNING clickstream.health: stalled") == 1, text[-3000:]
+    assert text.count("INFO clickstream.health: progressing again") == 1, text[-3000:]
