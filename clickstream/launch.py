@@ -31,6 +31,8 @@ it *owns* (a single process: all; in a cluster, process ``i`` owns partition
 ``i`` if ``i < RECOVERY_PARTITIONS``), with the real ``python -m
 bytewax.recovery`` in a scratch directory, moved into place; a marker file
 (``.recovery-initialised``) keeps the directory from being initialised twice.
+First the directory is checked (:mod:`clickstream.recovery_checks`): writable,
+``RECOVERY_MIN_FREE_MB`` free, every ``part-N.sqlite3`` sound.
 
 Nothing here prints an environment value other than the topology and
 recovery settings, so secrets never reach the log. A bad configuration exits
@@ -64,6 +66,7 @@ from clickstream.launch_config import (
     plan_from_env,
     statefulset_name,
 )
+from clickstream.recovery_checks import RecoveryDirFault, check_recovery_dir
 from clickstream.recovery_store import IncompleteStore, prune_uncommitted_snapshots
 
 __all__ = [
@@ -233,6 +236,10 @@ def prepare(env: Mapping[str, str], argv: Sequence[str]) -> list[str]:
         own_host = plan.addresses[plan.process_id].rpartition(":")[0]
         wait_for_dns(own_host, plan.dns_wait_seconds)
     if plan.recovery_dir is not None:
+        try:
+            check_recovery_dir(plan.recovery_dir, plan.recovery_min_free_mb)
+        except RecoveryDirFault as exc:
+            raise LaunchError(str(exc)) from None
         init_recovery(plan)
         check_store_layout(plan, env)
     return [sys.executable, *plan.bytewax_args()]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import overload
 
 from clickstream.jobs import available_jobs, job_module
+from clickstream.recovery_checks import DEFAULT_MIN_FREE_MB
 
 DEFAULT_PORT = 2101
 DEFAULT_SNAPSHOT_SECONDS = 10
@@ -108,6 +109,7 @@ class Plan:
     snapshot_seconds: int = DEFAULT_SNAPSHOT_SECONDS
     backup_seconds: int = DEFAULT_BACKUP_SECONDS
     dns_wait_seconds: int = DEFAULT_DNS_WAIT_SECONDS
+    recovery_min_free_mb: int = DEFAULT_MIN_FREE_MB
     extra_args: Sequence[str] = field(default_factory=tuple)
     #: Warnings about the configuration (deprecated names), logged at start.
     warnings: Sequence[str] = ()
@@ -256,6 +258,7 @@ def plan_from_env(env: Mapping[str, str], argv: Sequence[str], jobs: Sequence[st
         snapshot_seconds=_seconds(env, "RECOVERY_SNAPSHOT_SECONDS", DEFAULT_SNAPSHOT_SECONDS, 1, warnings),
         backup_seconds=_seconds(env, "RECOVERY_BACKUP_SECONDS", DEFAULT_BACKUP_SECONDS, 0, warnings),
         dns_wait_seconds=_int(env, "BYTEWAX_DNS_WAIT_SECONDS", DEFAULT_DNS_WAIT_SECONDS, 0),
+        recovery_min_free_mb=_int(env, "RECOVERY_MIN_FREE_MB", DEFAULT_MIN_FREE_MB, 0),
         extra_args=tuple(extra_args),
         warnings=tuple(warnings),
     )

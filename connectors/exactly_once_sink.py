@@ -47,6 +47,7 @@ from bytewax.dataflow import Stream, operator
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from connectors.client_logs import with_client_logs
 from connectors.kafka_io import produce_with_backpressure
 from connectors.lineage_readback import LINEAGE_HEADER, DeliveryError, read_lineage_tail
 from connectors.output_layout import OutputLayout, SinkSnapshot, SinkStateMismatch, resume_offset
@@ -109,7 +110,7 @@ class _ExactlyOncePartition(StatefulSinkPartition[list[OutMessage], SinkSnapshot
         # error. Read by `_collect_reports` after every poll and flush.
         self._reports: dict[KafkaError | None, Message] = {}
         producer_config["on_delivery"] = self._reports.__setitem__
-        self._producer = Producer(producer_config)
+        self._producer = Producer(with_client_logs(producer_config))
         self._failures: list[str] = []
         self.written = 0
         self.skipped = 0

@@ -27,7 +27,9 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+
+from connectors.client_logs import with_client_logs
 
 #: How long the end of every partition must hold (no new record) before a
 #: reader counts as finished: the reads to the end here, and the job's source
@@ -114,6 +116,7 @@ def partition_counts(
     another error for a topic.
     """
     where: str | None
+    serve_logs: Callable[[float], Any] | None = None
     if hasattr(config_or_reader, "list_topics"):
         admin, where = config_or_reader, "the cluster"
     else:
@@ -121,11 +124,12 @@ def partition_counts(
 
         config = _as_config(config_or_reader)
         where = config.get("bootstrap.servers")
-        admin = AdminClient({**config, "allow.auto.create.topics": "false"})
+        admin = AdminClient(with_client_logs({**config, "allow.auto.create.topics": "false"}))
+        serve_logs = admin.poll
     counts: dict[str, int | None] = {}
     for topic in dict.fromkeys(topics):
         try:
-            meta = admin.list_topics(topic, timeout=timeout_s).topics.get(topic)
+            meta = _topic_metadata(admin, topic, timeout_s, serve_logs)
         except Exception as exc:  # KafkaException: broker unreachable, auth failure
             raise KafkaIOError(f"cannot list partitions of topic {topic!r} at {where}: {exc}") from exc
         if meta is None or (meta.error is not None and meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
@@ -137,6 +141,24 @@ def partition_counts(
         else:
             counts[topic] = len(meta.partitions)
     return counts
+
+
+def _topic_metadata(
+    admin: Any, topic: str, timeout_s: float, serve_logs: Callable[[float], Any] | None
+) -> Any:
+    """``topic``'s metadata (None if unknown). With ``serve_logs`` (our own admin
+    client), ask in 1 s slices and serve the client's log lines in between, so an
+    unreachable broker is reported at once (see :mod:`connectors.client_logs`)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        slice_s = remaining if serve_logs is None else min(1.0, remaining)
+        try:
+            return admin.list_topics(topic, timeout=max(slice_s, 0.001)).topics.get(topic)
+        except KafkaException:
+            if serve_logs is None or time.monotonic() >= deadline:
+                raise
+            serve_logs(0)
 
 
 def missing_topics(config: Any, topics: Iterable[str], timeout_s: float = 10.0) -> list[str]:

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from connectors.client_logs import with_client_logs
 from connectors.kafka_io import END_HOLD_S, NO_TIMESTAMP, KafkaIOError, TopicNotFound, require_topics
 from connectors.offset_range import (
     InputOffsetOutOfRange,
@@ -39,6 +40,7 @@ from connectors.offset_range import (
     failure_message,
     resume_offset,
 )
+from operators.health import PROGRESS
 from operators.metrics import INPUT_OFFSET_OUT_OF_RANGE
 from operators.records import PartitionStatus, SourceBatch, SourceRecord, new_source_record
 
@@ -123,8 +125,9 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, SourceState]):
         #: The offset the last snapshot holds: committed at the next snapshot,
         #: once that one is durable, so a commit never runs ahead of recovery.
         self._committable: int | None = next_offset if resumed else None
-        self._consumer = Consumer(consumer_config)
+        self._consumer = Consumer(with_client_logs(consumer_config))
         self._consumer.assign([TopicPartition(topic, partition, next_offset)])
+        PROGRESS.open_partition((topic, partition))
 
     def next_batch(self) -> list[SourceBatch]:
         if self._done:
@@ -176,9 +179,10 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, SourceState]):
             if messages[-1].error() is None:
                 reached_end = False
         previous = self._status
-        now = time.monotonic()
+        now = PROGRESS.polled_at = time.monotonic()
         if records:
             self._end_seen_at = None
+            PROGRESS.input_at = now
         if reached_end and not self._tail:
             # Not tailing: the end must hold for `finish_confirm_s` before the
             # partition counts as finished (see KafkaBatchSource).
@@ -193,6 +197,8 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, SourceState]):
         heartbeat_due = (
             self._status == PartitionStatus.CAUGHT_UP and now - self._last_emit >= self._heartbeat_s
         )
+        if self._status != previous:
+            PROGRESS.set_reading((self._topic, self._partition), self._status == PartitionStatus.READING)
         if not records and self._status == previous and not heartbeat_due:
             return []
         self._last_emit = now
@@ -241,6 +247,7 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, SourceState]):
         self._consumer.assign([TopicPartition(self._topic, self._partition, target)])
 
     def snapshot(self) -> SourceState:
+        PROGRESS.epoch_at = time.monotonic()  # Bytewax calls it once per epoch (see operators.health)
         if self._group_id is not None:
             if self._committable is not None:
                 self._commit(self._committable)
@@ -265,6 +272,7 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, SourceState]):
             )
 
     def close(self) -> None:
+        PROGRESS.close_partition((self._topic, self._partition))
         self._consumer.close()
 
 

@@ -17,6 +17,7 @@ import time
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from connectors.client_logs import with_client_logs
 from connectors.kafka_io import KafkaIOError, ReadTimeout, read_to_end, reader_config
 
 LINEAGE_HEADER = "lineage"
@@ -37,7 +38,7 @@ def _stored_record_answers(
 ) -> bool:
     """Whether a fetch at ``offset`` returns a record at once (True), or
     reports the end or out of range, or stays silent for ``probe_s`` (False)."""
-    consumer = Consumer(reader_config(config, **{"auto.offset.reset": "error"}))
+    consumer = Consumer(with_client_logs(reader_config(config, **{"auto.offset.reset": "error"})))
     try:
         consumer.assign([TopicPartition(topic, partition, offset)])
         deadline = time.monotonic() + probe_s
@@ -62,7 +63,7 @@ def _stored_record_answers(
 def partition_end(config: dict[str, str], topic: str, partition: int, timeout_s: float) -> int | None:
     """The offset after the last record of a partition, read to its confirmed
     end (the local broker's high watermark is wrong); None if it is empty."""
-    consumer = Consumer(reader_config(config))
+    consumer = Consumer(with_client_logs(reader_config(config)))
     last: int | None = None
     try:
         for batch in read_to_end(consumer, topic, [partition], timeout_s=timeout_s):
@@ -106,7 +107,9 @@ def read_lineage_tail(
     :func:`check_resume_offset`) if record ``start - 1`` is beyond the end."""
     if start > 0:
         check_resume_offset(config, topic, partition, start - 1, timeout_s)
-    consumer = Consumer(reader_config(config, **{"group.id": "clickstream-exactly-once-tail"}))
+    consumer = Consumer(
+        with_client_logs(reader_config(config, **{"group.id": "clickstream-exactly-once-tail"}))
+    )
     seen: dict[bytes, int] = {}
     last: int | None = None
     try:

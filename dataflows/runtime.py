@@ -1,7 +1,8 @@
 """The process-wide side effects of running a job, in one explicit start-up
 call (:func:`start_job_runtime`): logging and the start-up line, GC tuning,
-the Prometheus metrics server, the periodic progress log line, and a clean
-stop on SIGTERM / SIGINT (:func:`install_stop_handlers`)."""
+the metrics and health HTTP server (``/metrics``, ``/healthz``), the stall
+watch, the periodic progress log line, and a clean stop on SIGTERM / SIGINT
+(:func:`install_stop_handlers`)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import REGISTRY, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 
 from dataflows.settings import CommonSettings, KafkaConnection
+from operators.health import StallMonitor
 
 
 def start_job_runtime(job: str, settings: CommonSettings, kafka: KafkaConnection) -> None:
@@ -32,7 +38,9 @@ def start_job_runtime(job: str, settings: CommonSettings, kafka: KafkaConnection
     )
     tune_gc()
     install_stop_handlers(job)
-    serve_metrics(settings.metrics_port)
+    monitor = StallMonitor(settings.health_stall_seconds)
+    start_stall_watch(monitor)
+    serve_metrics(settings.metrics_port, monitor)
     start_progress_log(job, settings.progress_interval_seconds)
 
 
@@ -99,11 +107,49 @@ def tune_gc() -> None:
 log = logging.getLogger("clickstream.progress")
 
 
-def serve_metrics(port: int) -> None:
-    """Serve ``/metrics`` on ``port`` (0: do not serve)."""
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log: probes and scrapes would fill it."""
+
+
+def health_and_metrics_app(monitor: StallMonitor | None) -> Callable[..., Iterable[bytes]]:
+    """WSGI app: ``/healthz`` (200 ``ok``, or 503 and the one-line reason the
+    job is stalled), anything else Prometheus metrics."""
+    metrics = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/healthz":
+            return metrics(environ, start_response)
+        reason = monitor.check() if monitor is not None else None
+        body = b"ok\n" if reason is None else reason.encode() + b"\n"
+        status = "200 OK" if reason is None else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+        return [body]
+
+    return app
+
+
+def serve_metrics(port: int, monitor: StallMonitor | None = None) -> None:
+    """Serve ``/metrics`` and ``/healthz`` on ``port`` (0: do not serve)."""
     if port:
-        start_http_server(port)
-        log.info("metrics on http://0.0.0.0:%d/metrics", port)
+        server = make_server("", port, health_and_metrics_app(monitor), ThreadingWSGIServer, _QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+        log.info("metrics on http://0.0.0.0:%d/metrics, health on /healthz", port)
+
+
+def start_stall_watch(monitor: StallMonitor) -> threading.Thread:
+    """Check for a stall a few times per ``HEALTH_STALL_SECONDS`` (at most every
+    5 s), so the log says when the job stalls even if nothing probes it."""
+    interval_s = min(monitor.stall_s / 4, 5.0)
+
+    def run() -> None:
+        while True:
+            time.sleep(interval_s)
+            monitor.check()
+
+    thread = threading.Thread(target=run, name="stall-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def _total(name: str) -> float:

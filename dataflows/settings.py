@@ -122,6 +122,12 @@ class CommonSettings(BaseSettings):
         ge=0,
         description="log a progress line this often (0: off)",
     )
+    health_stall_seconds: float = Field(
+        120.0,
+        alias="HEALTH_STALL_SECONDS",
+        gt=0,
+        description="/healthz fails when input is pending and no epoch completed for this long",
+    )
     state_shards: int = Field(
         16,
         alias="STATE_SHARDS",

@@ -191,10 +191,11 @@ def test_statefulset_service_and_config_fit_together(k8s):
     assert str(pod["securityContext"]["runAsUser"]) == uid
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    # probes on Bytewax's API server, which the container enables
-    assert env["BYTEWAX_DATAFLOW_API_ENABLED"]["value"] == "true"
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"]["port"] == "api" and ports["api"] == 3030
+    # probes on the job's /healthz, served on METRICS_PORT (a stall fails it)
+    assert ports["metrics"] == int(env["METRICS_PORT"]["value"])
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert float(cm["data"]["HEALTH_STALL_SECONDS"]) > float(cm["data"]["RECOVERY_SNAPSHOT_SECONDS"])
     assert {"requests", "limits"} <= container["resources"].keys()
 
 
