@@ -149,7 +149,9 @@ def store_state(
         if snap.step_id in sources and snap.value is not None:
             # state key "<partition>-<topic>", value the partition's next offset
             index, _, topic = snap.state_key.partition("-")
-            offsets[(topic, int(index))] = int(pickle.loads(snap.value))
+            offset = int(pickle.loads(snap.value))
+            if offset >= 0:  # negative: librdkafka's "beginning", nothing read yet
+                offsets[(topic, int(index))] = offset
     state = StoreState(
         directory,
         "present",

@@ -131,19 +131,21 @@ def test_a_finished_run_shows_no_lag_then_the_records_produced_after_it(broker, 
     clicks = produce(
         broker.bootstrap_servers, t["clicks"], [{"user_id": f"u{n % 7}", "ts": now} for n in range(40)], 3
     )
-    profiles = produce(broker.bootstrap_servers, t["profiles"], [{"user_id": "u1", "updated_at": now}] * 3, 2)
+    # one profile: profiles partition 1 stays empty, never read, so nothing committed or stored
+    profiles = produce(broker.bootstrap_servers, t["profiles"], [{"user_id": "u1", "updated_at": now}], 2)
+    assert profiles == [1, 0]
     env = env_for(broker, t, RECOVERY_DIR=str(tmp_path / "recovery"), RECOVERY_SNAPSHOT_SECONDS="1")
     run = subprocess.run(job_command("clicks"), env={**env, "KAFKA_TAIL": "false"},
                          capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
 
     doc = status_json(env)
-    ends = {t["clicks"]: clicks, t["profiles"]: profiles}
     assert doc["started"] is True
-    for key in ("end", "committed", "store_offset"):
-        assert by_partition(doc, key) == ends, key
+    assert by_partition(doc, "end") == {t["clicks"]: clicks, t["profiles"]: [1, 0]}
+    for key in ("committed", "store_offset"):
+        assert by_partition(doc, key) == {t["clicks"]: clicks, t["profiles"]: [1, None]}, key
     for key in ("lag", "store_lag"):
-        assert by_partition(doc, key) == {t["clicks"]: [0, 0, 0], t["profiles"]: [0, 0]}, key
+        assert by_partition(doc, key) == {t["clicks"]: [0, 0, 0], t["profiles"]: [0, None]}, key
     store = doc["store"]
     assert store["state"] == "present" and store["partitions"] == 1
     assert store["last_snapshot_epoch"] >= 1 and store["resume_epoch"] > store["last_snapshot_epoch"]
@@ -160,7 +162,7 @@ def test_a_finished_run_shows_no_lag_then_the_records_produced_after_it(broker, 
     assert by_partition(doc, "end") == {t["clicks"]: [c + e for c, e in zip(clicks, extra, strict=True)],
                                         t["profiles"]: profiles}  # fmt: skip
     for key in ("lag", "store_lag"):
-        assert by_partition(doc, key) == {t["clicks"]: extra, t["profiles"]: [0, 0]}, key
+        assert by_partition(doc, key) == {t["clicks"]: extra, t["profiles"]: [0, None]}, key
     total = sum(clicks) + sum(profiles)
     assert doc["total"] == {
         "end": total + 8,
