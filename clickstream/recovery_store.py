@@ -69,7 +69,7 @@ def _connect(path: Path, readonly: bool = False) -> Iterator[sqlite3.Connection]
     """A connection that commits on success and is always closed (so SQLite
     checkpoints and removes its WAL files); ``readonly`` never writes."""
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
     else:
         conn = sqlite3.connect(str(path), timeout=30)
     try:
