@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from dataclasses import dataclass
+from typing import Any
 
 
 def job_module(job: str) -> str:
@@ -34,3 +36,34 @@ def available_jobs() -> list[str]:
         if "flow" in names or "flow_from_env" in names:
             jobs.append(info.name)
     return sorted(jobs)
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """One Kafka input of a job: its step (as the recovery store names it),
+    topic and the consumer group its offsets are committed to."""
+
+    step_id: str
+    topic: str
+    group_id: str | None
+
+
+def job_inputs(job: str, settings: Any, kafka: Any) -> list[JobInput]:
+    """The Kafka inputs ``job`` reads with these settings, found in its
+    dataflow (built, not run: nothing connects to Kafka)."""
+    from connectors.kafka_source import KafkaBatchSource
+
+    module = importlib.import_module(job_module(job))
+    # clicks defines build_flow; the windowed jobs are a _windowed.WindowedJob
+    build = getattr(module, "build_flow", None) or module.JOB.build_flow
+    inputs: list[JobInput] = []
+
+    def walk(step: Any) -> None:
+        for sub in step.substeps:
+            source = getattr(sub, "source", None)
+            if isinstance(source, KafkaBatchSource):
+                inputs.append(JobInput(sub.step_id, source.topic, source.group_id))
+            walk(sub)
+
+    walk(build(settings, kafka))
+    return inputs

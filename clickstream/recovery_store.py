@@ -16,6 +16,10 @@ the store (the resume epoch is computed over all of them, exactly as Bytewax
 does); :class:`IncompleteStore` is raised otherwise. The launcher
 (``python -m clickstream.launch``) calls it before ``exec``.
 
+:func:`committed_snapshots` gives the newest committed snapshot of every state
+key, as a resume would load it (``python -m clickstream.status`` shows the
+source offsets and state size from it).
+
 ``python -m clickstream.recovery_store DIR`` prints the store's executions,
 resume epoch and snapshot counts (``--prune`` also prunes).
 """
@@ -49,11 +53,25 @@ class StoreSummary:
     uncommitted: int  # snapshots of epochs >= resume_epoch
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """The newest committed snapshot of one state key (``value``: Bytewax's
+    serialised state, None for a key the step discarded)."""
+
+    step_id: str
+    state_key: str
+    epoch: int
+    value: bytes | None
+
+
 @contextmanager
-def _connect(path: Path) -> Iterator[sqlite3.Connection]:
+def _connect(path: Path, readonly: bool = False) -> Iterator[sqlite3.Connection]:
     """A connection that commits on success and is always closed (so SQLite
-    checkpoints and removes its WAL files)."""
-    conn = sqlite3.connect(str(path), timeout=30)
+    checkpoints and removes its WAL files); ``readonly`` never writes."""
+    if readonly:
+        conn = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    else:
+        conn = sqlite3.connect(str(path), timeout=30)
     try:
         with conn:
             yield conn
@@ -61,12 +79,12 @@ def _connect(path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def partition_files(directory: Path) -> dict[int, Path]:
+def partition_files(directory: Path, readonly: bool = False) -> dict[int, Path]:
     """The store's partition files by partition index; checks that none is missing."""
     files: dict[int, Path] = {}
     counts = set()
     for path in sorted(Path(directory).glob("*.sqlite3")):
-        with _connect(path) as conn:
+        with _connect(path, readonly) as conn:
             for index, count in conn.execute("SELECT part_index, part_count FROM parts"):
                 files[index] = path
                 counts.add(count)
@@ -84,7 +102,7 @@ def partition_files(directory: Path) -> dict[int, Path]:
     return files
 
 
-def resume_epoch(files: dict[int, Path]) -> tuple[int, list[tuple[int, int, int]]]:
+def resume_epoch(files: dict[int, Path], readonly: bool = False) -> tuple[int, list[tuple[int, int, int]]]:
     """The epoch Bytewax will resume from, and the executions on record.
 
     Same rule as Bytewax: take the last execution; each of its workers is at
@@ -94,7 +112,7 @@ def resume_epoch(files: dict[int, Path]) -> tuple[int, list[tuple[int, int, int]
     executions: list[tuple[int, int, int]] = []
     fronts: dict[tuple[int, int], int] = {}
     for path in set(files.values()):
-        with _connect(path) as conn:
+        with _connect(path, readonly) as conn:
             executions += conn.execute("SELECT ex_num, worker_count, resume_epoch FROM exs").fetchall()
             for ex, worker, frontier in conn.execute(
                 "SELECT ex_num, worker_index, worker_frontier FROM fronts"
@@ -107,17 +125,36 @@ def resume_epoch(files: dict[int, Path]) -> tuple[int, list[tuple[int, int, int]
     return min(max(start, fronts.get((ex, w), start)) for w in range(workers)), executions
 
 
-def summarise(directory: Path) -> StoreSummary:
-    files = partition_files(directory)
-    epoch, executions = resume_epoch(files)
+def summarise(directory: Path, readonly: bool = False) -> StoreSummary:
+    files = partition_files(directory, readonly)
+    epoch, executions = resume_epoch(files, readonly)
     total = uncommitted = 0
     for path in set(files.values()):
-        with _connect(path) as conn:
+        with _connect(path, readonly) as conn:
             total += conn.execute("SELECT COUNT(*) FROM snaps").fetchone()[0]
             uncommitted += conn.execute(
                 "SELECT COUNT(*) FROM snaps WHERE snap_epoch >= ?", (epoch,)
             ).fetchone()[0]
     return StoreSummary(len(files), executions, epoch, total, uncommitted)
+
+
+def committed_snapshots(directory: Path) -> tuple[StoreSummary, list[Snapshot]]:
+    """The store's summary and, per state key, the newest snapshot of an epoch
+    before the resume epoch: what a resume would load. Opens the store
+    read-only, so it is safe while the job runs."""
+    summary = summarise(directory, readonly=True)
+    newest = """
+        SELECT s.step_id, s.state_key, s.snap_epoch, s.ser_change FROM snaps s
+        JOIN (SELECT step_id, state_key, MAX(snap_epoch) AS e FROM snaps
+              WHERE snap_epoch < ? GROUP BY step_id, state_key) m
+        ON s.step_id = m.step_id AND s.state_key = m.state_key AND s.snap_epoch = m.e
+    """
+    snapshots: list[Snapshot] = []
+    for path in set(partition_files(directory, readonly=True).values()):
+        with _connect(path, readonly=True) as conn:
+            snapshots += [Snapshot(*row) for row in conn.execute(newest, (summary.resume_epoch,))]
+    snapshots.sort(key=lambda snap: (snap.step_id, snap.state_key))
+    return summary, snapshots
 
 
 def prune_uncommitted_snapshots(directory: Path) -> tuple[int, int]:

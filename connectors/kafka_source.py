@@ -320,6 +320,15 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, SourceState]):
         self._job = job
         self._partition_count: int | None = None
 
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    @property
+    def group_id(self) -> str | None:
+        """The consumer group offsets are committed to (None: no commits)."""
+        return self._group_id
+
     def _count(self) -> int:
         if self._partition_count is None:
             self._partition_count = list_topic_partitions(self._config, self._topic)
