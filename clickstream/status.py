@@ -56,6 +56,7 @@ from clickstream.status_report import (
 )
 from clickstream.store_layout import LAYOUT_FILE
 from connectors.kafka_io import KafkaIOError, ReadTimeout, partition_counts, read_to_end, reader_config
+from connectors.kafka_source import stored_offset
 
 #: A read to the end gets at least this long, whatever ``--timeout`` says.
 READ_TIMEOUT_S = 60.0
@@ -149,7 +150,7 @@ def store_state(
         if snap.step_id in sources and snap.value is not None:
             # state key "<partition>-<topic>", value the partition's next offset
             index, _, topic = snap.state_key.partition("-")
-            offset = int(pickle.loads(snap.value))
+            offset = stored_offset(pickle.loads(snap.value))
             if offset >= 0:  # negative: librdkafka's "beginning", nothing read yet
                 offsets[(topic, int(index))] = offset
     state = StoreState(

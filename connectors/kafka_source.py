@@ -52,6 +52,13 @@ _OUT_OF_RANGE = KafkaError._AUTO_OFFSET_RESET
 #: A partition's snapshot: (next offset, the topic's partition count). Stores
 #: written before the count was kept hold the offset alone (an ``int``).
 SourceState = tuple[int, int]
+
+
+def stored_offset(state: SourceState | int) -> int:
+    """The next offset a partition's snapshot holds, in either form."""
+    return state[0] if isinstance(state, tuple) else state
+
+
 _IDLE_BACKOFF = timedelta(milliseconds=5)
 
 
