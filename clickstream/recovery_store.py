@@ -120,6 +120,27 @@ def summarise(directory: Path) -> StoreSummary:
     return StoreSummary(len(files), executions, epoch, total, uncommitted)
 
 
+def resume_snapshots(directory: Path) -> dict[tuple[str, str], bytes | None]:
+    """What the next execution loads: for every ``(step id, state key)``, the
+    serialized snapshot of the newest epoch before the resume epoch (None:
+    the key was discarded). A source partition's key is its partition name
+    (``"{i}-{topic}"`` for the Kafka sources) and its snapshot the next offset.
+    """
+    files = partition_files(directory)
+    epoch, _ = resume_epoch(files)
+    loaded: dict[tuple[str, str], bytes | None] = {}
+    for path in set(files.values()):
+        with _connect(path) as conn:
+            rows = conn.execute(
+                "SELECT step_id, state_key, ser_change FROM snaps AS s WHERE snap_epoch = "
+                "(SELECT MAX(snap_epoch) FROM snaps WHERE step_id = s.step_id "
+                "AND state_key = s.state_key AND snap_epoch < ?)",
+                (epoch,),
+            )
+            loaded.update(((step, key), ser) for step, key, ser in rows)
+    return loaded
+
+
 def prune_uncommitted_snapshots(directory: Path) -> tuple[int, int]:
     """Delete the snapshots of epochs the next execution will run again.
 
