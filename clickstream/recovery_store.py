@@ -157,6 +157,15 @@ def committed_snapshots(directory: Path) -> tuple[StoreSummary, list[Snapshot]]:
     return summary, snapshots
 
 
+def resume_snapshots(directory: Path) -> dict[tuple[str, str], bytes | None]:
+    """What the next execution loads: for every ``(step id, state key)``, the
+    serialized snapshot of the newest epoch before the resume epoch (None:
+    the key was discarded). A source partition's key is its partition name
+    (``"{i}-{topic}"`` for the Kafka sources)."""
+    _, snapshots = committed_snapshots(directory)
+    return {(snap.step_id, snap.state_key): snap.value for snap in snapshots}
+
+
 def prune_uncommitted_snapshots(directory: Path) -> tuple[int, int]:
     """Delete the snapshots of epochs the next execution will run again.
 

@@ -112,12 +112,12 @@ def describe_duplicates(bootstrap: str, topic: str, duplicated: dict, log_path: 
     return "\n".join(["copies (partition, offset):", *lines, "job log:", *logged[-60:]])
 
 
-def wait_for(predicate, timeout_s: float, what: str) -> None:
+def wait_for(predicate, timeout_s: float, what: str, poll_s: float = 1.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(1.0)
+        time.sleep(poll_s)
 
 
 def base_env(broker) -> dict:

@@ -174,6 +174,17 @@ def explain_differences(expected: Expected, got: Counter) -> None:
         print(" ", user, click[:90], profile[-60:], "->", by_click.get((user, click), b"MISSING")[-60:])
 
 
+def clicks_job_topics(broker, topic_names) -> dict:
+    """New input and output topics for one clicks run; the inputs named as
+    :func:`dead_letters` expects (``e2e_clicks_*``, ``e2e_profiles_*``)."""
+    topics = topic_names("joined", "unmatched", "dlq")
+    suffix = os.urandom(3).hex()
+    topics.update(clicks=f"e2e_clicks_{suffix}", profiles=f"e2e_profiles_{suffix}")
+    counts = {"clicks": 3, "profiles": 2, "joined": 2, "unmatched": 1, "dlq": 1}
+    broker.create_topics({topics[role]: n for role, n in counts.items()})
+    return topics
+
+
 def dead_letters(broker, topic: str) -> Counter:
     out: Counter = Counter()
     for rec in read_all(broker.bootstrap_servers, topic):

@@ -162,20 +162,9 @@ def test_entrypoint_script_inits_recovery_and_prints_the_command_without_secrets
 def test_two_pods_form_one_cluster_and_write_exactly_the_expected_output(broker, topic_names, tmp_path):
     from clickstream.broker import free_port
     from clickstream.generate import produce
-    from test_e2e_clicks import OPTIONS, TTL_S, Expected, dead_letters, joined_outcomes
+    from test_e2e_clicks import OPTIONS, TTL_S, Expected, clicks_job_topics, dead_letters, joined_outcomes
 
-    topics = topic_names("joined", "unmatched", "dlq")
-    suffix = os.urandom(3).hex()  # input names as test_e2e_clicks's dead_letters() expects
-    topics.update(clicks=f"e2e_clicks_{suffix}", profiles=f"e2e_profiles_{suffix}")
-    broker.create_topics(
-        {
-            topics["clicks"]: 3,
-            topics["profiles"]: 2,
-            topics["joined"]: 2,
-            topics["unmatched"]: 1,
-            topics["dlq"]: 1,
-        }
-    )
+    topics = clicks_job_topics(broker, topic_names)
     report = produce(
         OPTIONS, {"bootstrap.servers": broker.bootstrap_servers}, topics["profiles"], topics["clicks"]
     )

@@ -25,6 +25,7 @@ from clickstream.recovery_store import (
     IncompleteStore,
     main,
     prune_uncommitted_snapshots,
+    resume_snapshots,
     summarise,
 )
 
@@ -105,6 +106,16 @@ def test_pruning_before_each_start_resumes_committed_state_only(store):
     assert prune_uncommitted_snapshots(store) == (expected_next, 0)
     assert run(store, ITEMS) == [("a", 3)]
     assert executions(store)[-1][2] == expected_next
+
+
+def test_resume_snapshots_are_the_committed_ones_a_resume_loads(store):
+    assert run(store, ITEMS[:2]) == [("a", 1), ("a", 2)]
+    leave_uncommitted_snapshot(store, "a", 99)
+    loaded = {key: pickle.loads(ser) for key, ser in resume_snapshots(store).items()}
+    # The source's position and the count, not the dead run's 99.
+    assert loaded == {("counts.inp", "iterable"): 2, (COUNT_STEP, "a"): 2}
+    prune_uncommitted_snapshots(store)
+    assert run(store, [("a", 1)] * 3) == [("a", 3)]  # resumed at item 2 with count 2
 
 
 def test_resume_epoch_is_the_one_bytewax_uses(store):
