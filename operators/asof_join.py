@@ -23,21 +23,18 @@ dropped entirely.
 
 Snapshots
 ---------
-With recovery on, Bytewax pickles every shard's state at the end of every
-epoch, and the profile versions are most of it. A shard therefore keeps its
-users in ``SNAPSHOT_BUCKETS`` buckets and caches each bucket's pickled bytes
-until a version in it changes: a snapshot re-pickles only the buckets touched
-since the last one (a clean bucket costs a copy of its bytes; without recovery
-nothing is tracked). The expiry heap
-is not snapshotted; it is rebuilt from the versions on restore.
+Bytewax calls ``snapshot()`` at every epoch, with or without recovery, and
+pickles the state only with recovery on. The profile versions are most of it:
+a snapshot holds them as a :class:`~operators.version_snapshot.VersionSnapshot`
+(a shallow copy, pickled only when Bytewax pickles it, and then only the
+buckets of users that changed). The expiry heap is not snapshotted; it is
+rebuilt from the versions on restore.
 """
 
 from __future__ import annotations
 
 import heapq
-import pickle
 import time
-import zlib
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -56,25 +53,18 @@ from operators.records import (
     ProfileVersion,
     new_join_result,
 )
+from operators.version_snapshot import BucketCache, VersionSnapshot, restored_blobs
 
 STATE_USERS = STATE_SIZE.labels("join_users", "all")
 STATE_PENDING = STATE_SIZE.labels("join_waiting_clicks", "all")
 
 
-#: Buckets of users per shard, each pickled and cached on its own for snapshots.
-SNAPSHOT_BUCKETS = 256
-
-
-def snapshot_bucket(user_id: str) -> int:
-    """A user's snapshot bucket within its shard (stable across processes)."""
-    return (zlib.crc32(user_id.encode()) >> 8) % SNAPSHOT_BUCKETS
-
-
 class AsofJoinState(NamedTuple):
     """What a shard snapshots for recovery (all values immutable or copied)."""
 
-    #: Per snapshot bucket, the pickled ``{user_id: versions}`` of its users.
-    version_buckets: tuple[bytes, ...]
+    #: The versions: a :class:`VersionSnapshot` when taken, which pickles as
+    #: (and is restored as) a tuple of pickled ``{user_id: versions}`` buckets.
+    version_buckets: VersionSnapshot | tuple[bytes, ...]
     pending: dict[int, tuple[Click, float]]
     seq: int
     clicks_progress: tuple
@@ -90,24 +80,15 @@ class AsofJoinLogic(op.StatefulBatchLogic):
         self.lateness_ms = lateness_ms
         self.versions: dict[str, tuple[ProfileVersion, ...]] = {}
         self.expiry: list[tuple[int, str]] = []
-        #: Snapshot bookkeeping, started by the first `snapshot()` (never
-        #: without recovery): users of each bucket, each bucket's cached
-        #: pickle, and the users whose versions changed since the last one.
-        self.bucket_users: list[set[str]] | None = None
-        self.bucket_pickles: list[bytes | None] = [None] * SNAPSHOT_BUCKETS
-        self.changed: set = set()
+        #: The buckets this shard pickled last (see `snapshot`).
+        self.bucket_cache = BucketCache()
         if state is None:
             self.pending: dict[int, tuple[Click, float]] = {}
             self.seq = 0
             self.clicks = InputProgress()
             self.profiles = InputProgress()
         else:
-            self.bucket_users = [set() for _ in range(SNAPSHOT_BUCKETS)]
-            for index, blob in enumerate(state.version_buckets):
-                bucket = pickle.loads(blob)
-                self.versions.update(bucket)
-                self.bucket_users[index].update(bucket)
-                self.bucket_pickles[index] = blob
+            self.versions = self.bucket_cache.remember(restored_blobs(state.version_buckets))
             # Every version gets an expiry entry (see `_insert`); entries that
             # had already popped are harmless: eviction re-checks the user.
             self.expiry = [(v.ts_ms + ttl_ms, user) for user, vs in self.versions.items() for v in vs]
@@ -133,8 +114,6 @@ class AsofJoinLogic(op.StatefulBatchLogic):
         # Every version gets an expiry entry: when it pops, the user's
         # superseded versions are trimmed or the whole user is dropped.
         heapq.heappush(self.expiry, (ts + self.ttl_ms, user))
-        if self.bucket_users is not None:
-            self.changed.add(user)
         if not versions or ts > versions[-1].ts_ms:
             versions = (versions or ()) + (version,)
         else:
@@ -195,16 +174,12 @@ class AsofJoinLogic(op.StatefulBatchLogic):
             if current[-1].ts_ms + ttl < horizon:
                 del versions[user]
                 self.evicted_versions += len(current)
-                if self.bucket_users is not None:
-                    self.changed.add(user)
             elif len(current) > 1 and current[1].ts_ms <= horizon:
                 kept = current
                 while len(kept) > 1 and kept[1].ts_ms <= horizon:
                     kept = kept[1:]
                 versions[user] = kept
                 self.evicted_versions += len(current) - len(kept)
-                if self.bucket_users is not None:
-                    self.changed.add(user)
 
     # -- Bytewax callbacks -------------------------------------------------
     def on_batch(self, values: list[ShardInput]):
@@ -277,32 +252,8 @@ class AsofJoinLogic(op.StatefulBatchLogic):
         return datetime.fromtimestamp(by_deadline[0][0], tz=UTC)
 
     def snapshot(self) -> AsofJoinState:
-        versions, pickles = self.versions, self.bucket_pickles
-        users: list[set[str]]
-        dirty: range | set[int]
-        if self.bucket_users is None:  # first snapshot: every bucket
-            self.bucket_users = users = [set() for _ in range(SNAPSHOT_BUCKETS)]
-            for user in versions:
-                users[snapshot_bucket(user)].add(user)
-            dirty = range(SNAPSHOT_BUCKETS)
-        else:
-            users = self.bucket_users
-            dirty = set()
-            for user in self.changed:
-                bucket = snapshot_bucket(user)
-                dirty.add(bucket)
-                if user in versions:
-                    users[bucket].add(user)
-                else:
-                    users[bucket].discard(user)
-            self.changed.clear()
-        for bucket in dirty:
-            pickles[bucket] = pickle.dumps(
-                {user: versions[user] for user in users[bucket]}, pickle.HIGHEST_PROTOCOL
-            )
         return AsofJoinState(
-            # Every bucket is filled: by a restore, or by the first snapshot (all dirty).
-            tuple(pickles),  # type: ignore[arg-type]
+            VersionSnapshot(self.versions, self.bucket_cache),
             dict(self.pending),
             self.seq,
             self.clicks.snapshot(),

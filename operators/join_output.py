@@ -28,6 +28,7 @@ the click's lineage: it identifies each output record uniquely.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import orjson
 
@@ -51,19 +52,31 @@ class FlatShape:
     collision: str = KEEP_CLICK
 
 
+#: The nested value: key, click, profile, times, then the source prefix
+#: (``_source_prefix``) and the offset. One format for both, no object built.
+_NESTED = b'{"user_id":%b,"click":%b,"profile":%b,"click_ts":%d,"profile_ts":%b,%b%d}}'
+
+
+@lru_cache(maxsize=4096)
+def _source_prefix(topic: str, partition: int) -> tuple[bytes, bytes]:
+    """(the JSON ``source`` up to its offset, the lineage id up to the offset)
+    of a topic partition: computed once, so a record only formats its offset."""
+    return (
+        b'"source":{"topic":%b,"partition":%d,"offset":' % (orjson.dumps(topic), partition),
+        b"%b/%d/" % (topic.encode(), partition),
+    )
+
+
 def encode_result(result: JoinResult) -> bytes:
     """The nested JSON value of one joined (or unmatched) click."""
     click, profile = result
-    head = b'{"user_id":%b,"click":%b,"profile":%b,"click_ts":%d,"profile_ts":%b' % (
+    return _NESTED % (
         orjson.dumps(click.key),
         click.value,
         b"null" if profile is None else profile.value,
         click.ts_ms,
-        b"null" if profile is None else str(profile.ts_ms).encode(),
-    )
-    return head + b',"source":{"topic":%b,"partition":%d,"offset":%d}}' % (
-        orjson.dumps(click.topic),
-        click.partition,
+        b"null" if profile is None else b"%d" % profile.ts_ms,
+        _source_prefix(click.topic, click.partition)[0],
         click.offset,
     )
 
@@ -124,29 +137,39 @@ def encode_results(
     """
     out: list[OutMessage] = []
     append = out.append
-    joined = unmatched = 0
+    joined = collided = 0
     unmatched_to = unmatched_topic or joined_topic
+    nested, dumps, prefixes = _NESTED, orjson.dumps, _source_prefix
     for result in results:
-        click = result.click
-        if flat is None:
-            value = encode_result(result)
+        click, profile = result
+        source, lineage_prefix = prefixes(click.topic, click.partition)
+        if flat is None:  # encode_result, inline: this loop is the hot path
+            value = nested % (
+                dumps(click.key),
+                click.value,
+                b"null" if profile is None else profile.value,
+                click.ts_ms,
+                b"null" if profile is None else b"%d" % profile.ts_ms,
+                source,
+                click.offset,
+            )
         else:
             encoded = encode_flat(result, flat)
             if type(encoded) is str:
                 append(_collision_dead_letter(result, encoded, dlq_topic or ""))
+                collided += 1
                 continue
             value = encoded  # type: ignore[assignment]  # bytes: mypy does not narrow on `type(x) is not str`
-        if result.profile is None:
-            unmatched += 1
+        lineage = b"%b%d" % (lineage_prefix, click.offset)
+        if profile is None:
             topic = unmatched_to
         else:
             joined += 1
             topic = joined_topic
-        lineage = b"%b/%d/%d" % (click.topic.encode(), click.partition, click.offset)
-        if pairs and result.profile is not None:
-            version = result.profile
-            lineage += b"|%b/%d/%d" % (version.topic.encode(), version.partition, version.offset)
+            if pairs:
+                lineage += b"|%b%d" % (prefixes(profile.topic, profile.partition)[1], profile.offset)
         append(new_out_message((topic, click.key.encode(), value, None, lineage)))
+    unmatched = len(results) - joined - collided
     JOINED.inc(joined)
     UNMATCHED.inc(unmatched)
     return out

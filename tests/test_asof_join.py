@@ -12,9 +12,10 @@ from datetime import timedelta
 import pytest
 from bytewax.testing import TestingSource
 
-from operators.asof_join import SNAPSHOT_BUCKETS, AsofJoinLogic, snapshot_bucket
+from operators.asof_join import AsofJoinLogic
 from operators.progress import CLICKS, PROFILES, ShardInput, shard_key
 from operators.records import PartitionStatus
+from operators.version_snapshot import SNAPSHOT_BUCKETS, snapshot_bucket
 from story import (
     CLICKS_TOPIC,
     PROFILES_TOPIC,
@@ -236,30 +237,36 @@ def test_snapshot_restores_waiting_clicks_and_versions():
 
 
 def test_snapshot_repickles_only_changed_buckets_and_restores_everything():
-    """Unchanged users are not pickled again; a restored shard holds the same
+    """A snapshot is pickled only when Bytewax pickles it (recovery on), and then
+    only the buckets whose users changed; a restored shard holds the same
     versions, and its rebuilt expiry still evicts on time."""
     logic = AsofJoinLogic(ttl_ms=100_000, wait_s=30, lateness_ms=0, state=None)
     users = [f"user-{i}" for i in range(40)]
     logic.on_batch([_shard_input(PROFILES, [profile(u, 0, "v0") for u in users])])
-    first = logic.snapshot()
-    assert len(first.version_buckets) == SNAPSHOT_BUCKETS
-
+    taken = logic.snapshot()
     logic.on_batch([_shard_input(PROFILES, [profile("user-7", 50, "v50")])])
-    second = logic.snapshot()
+    # Taken before user-7's new version: pickled afterwards, it still holds v0 only.
+    first = pickle.loads(pickle.dumps(taken))
+    assert len(first.version_buckets) == SNAPSHOT_BUCKETS
+    assert pickle.loads(first.version_buckets[snapshot_bucket("user-7")])["user-7"] == (
+        profile("user-7", 0, "v0"),
+    )
+
+    pickled_before = list(logic.bucket_cache.blobs)
+    second = pickle.loads(pickle.dumps(logic.snapshot()))
     changed = [
-        i
-        for i, (a, b) in enumerate(zip(first.version_buckets, second.version_buckets, strict=False))
-        if a is not b
+        i for i, (a, b) in enumerate(zip(pickled_before, logic.bucket_cache.blobs, strict=True)) if a is not b
     ]
-    assert changed == [snapshot_bucket("user-7")]
-    assert logic.snapshot().version_buckets == second.version_buckets  # nothing new
+    assert changed == [snapshot_bucket("user-7")]  # the others reuse their bytes
+    assert [a == b for a, b in zip(first.version_buckets, second.version_buckets, strict=True)].count(
+        False
+    ) == 1
+    assert pickle.loads(pickle.dumps(logic.snapshot())).version_buckets == second.version_buckets
 
     restored = AsofJoinLogic(100_000, 30, 0, second)
     assert restored.versions == logic.versions
     assert restored.state_size() == (40, 41, 0)
-    assert all(
-        a is b for a, b in zip(restored.snapshot().version_buckets, second.version_buckets, strict=False)
-    )
+    assert restored.snapshot().version_buckets.blobs() == second.version_buckets
     # Clicks at t=150 s: every v0 (expired at 100 s) is evicted, user-7 keeps v50.
     out, _ = restored.on_batch(
         [
@@ -269,11 +276,20 @@ def test_snapshot_repickles_only_changed_buckets_and_restores_everything():
     )
     assert summarise(out[0]) == [("user-7", "c", "v50")]
     assert sorted(restored.versions) == ["user-7"]
-    after = restored.snapshot()
+    after = pickle.loads(pickle.dumps(restored.snapshot()))
     assert pickle.loads(after.version_buckets[snapshot_bucket("user-7")]) == {
         "user-7": (profile("user-7", 50, "v50"),)  # v0 superseded and dropped
     }
     assert sum(len(pickle.loads(b)) for b in after.version_buckets) == 1
+
+
+def test_a_snapshot_never_pickled_does_no_pickling():
+    """Without recovery Bytewax takes snapshots but never pickles them."""
+    logic = AsofJoinLogic(ttl_ms=100_000, wait_s=30, lateness_ms=0, state=None)
+    logic.on_batch([_shard_input(PROFILES, [profile(f"user-{i}", 0, "v0") for i in range(40)])])
+    logic.snapshot()
+    logic.snapshot()
+    assert logic.bucket_cache.buckets == [None] * SNAPSHOT_BUCKETS
 
 
 def test_shard_key_is_stable_and_spread():
