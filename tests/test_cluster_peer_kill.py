@@ -1,8 +1,10 @@
-"""A cluster peer dies (issue 12 regression): the clicks job tails as 2 processes
-with recovery (each process its own store directory, as two pods); once output
-flows, one process gets SIGKILL and the other must exit non-zero on its own
-(it lost its peer; a process that hung on instead would hold the cluster up
-forever). Both are restarted on the same stores, the rest of the clicks is
+"""A cluster peer dies or is stopped (issue 12 regression): the clicks job
+tails as 2 processes with recovery (each process its own store directory, as
+two pods); once output flows, one process gets SIGKILL and the other must exit
+non-zero on its own (it lost its peer; a process that hung on instead would
+hold the cluster up forever). Or one process alone gets SIGTERM, as one pod of
+a rolling update: it must exit 0 within a few seconds although its peer runs
+on (``dataflows.runtime.STOP_GRACE_S``), and the peer then exits non-zero. Both are restarted on the same stores, the rest of the clicks is
 produced, and the output is compared in full with the expected output computed
 independently (``test_e2e_clicks.Expected``): every click exactly once.
 """
@@ -95,9 +97,9 @@ def output_count(bootstrap: str, topics: dict) -> int:
     )
 
 
-@pytest.mark.parametrize("killed", [0, 1])
+@pytest.mark.parametrize(("how", "killed"), [("SIGKILL", 0), ("SIGKILL", 1), ("SIGTERM", 1)])
 def test_killing_one_peer_stops_the_other_and_a_restart_writes_each_click_once(
-    broker, topic_names, tmp_path, killed
+    broker, topic_names, tmp_path, how, killed
 ):
     bootstrap = broker.bootstrap_servers
     topics = clicks_job_topics(broker, topic_names)
@@ -135,13 +137,24 @@ def test_killing_one_peer_stops_the_other_and_a_restart_writes_each_click_once(
         assert [p.poll() for p in procs] == [None, None], log.read_text(errors="replace")[-3000:]
         survivor = procs[1 - killed]
         killed_at = time.monotonic()
-        kill(procs[killed])  # SIGKILL to its process group
+        if how == "SIGKILL":
+            kill(procs[killed])  # SIGKILL to its process group
+        else:
+            procs[killed].send_signal(signal.SIGTERM)  # the process only, as a pod's PID 1
+            try:
+                stopped_status = procs[killed].wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"process {killed} still runs 60 s after SIGTERM")
+            stopped_s = time.monotonic() - killed_at
+            print(f"process {killed} exited with status {stopped_status} {stopped_s:.2f} s after SIGTERM")
+            assert stopped_status == 0, log.read_text(errors="replace")[-3000:]
+            assert stopped_s < EXIT_LIMIT_S
         try:
             status = survivor.wait(timeout=60)
         except subprocess.TimeoutExpired:
             pytest.fail(f"process {1 - killed} still runs 60 s after its peer was killed")
         exit_s = time.monotonic() - killed_at
-        print(f"process {1 - killed} exited with status {status} {exit_s:.2f} s after its peer's SIGKILL")
+        print(f"process {1 - killed} exited with status {status} {exit_s:.2f} s after its peer's {how}")
         assert status != 0, log.read_text(errors="replace")[-3000:]
         assert exit_s < EXIT_LIMIT_S
 
