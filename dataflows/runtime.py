@@ -44,66 +44,38 @@ def start_job_runtime(job: str, settings: CommonSettings, kafka: KafkaConnection
     start_progress_log(job, settings.progress_interval_seconds)
 
 
-#: The signal that is stopping the job, once one arrived.
-_stopping: list[int] = []
-
-#: How long a stopping process may take before it exits anyway. A process of a
-#: multi-process cluster does not finish while its peers run on (Bytewax waits
-#: for them), so a rolling update that stops one pod at a time would always
-#: wait out the grace period and end in SIGKILL; past this it exits at once
-#: (its peers then stop too, as when a peer dies, and are restarted).
-STOP_GRACE_S = 3.0
-
-
 def install_stop_handlers(job: str) -> None:
     """SIGTERM and SIGINT stop the job at once with exit status 0.
 
-    Bytewax stops a dataflow when a Python signal handler raises (as the
-    default SIGINT handler does) and exits with status 1 ("signal received").
     A process that is PID 1 in a container has no default SIGTERM action at
     all, so a pod deletion used to wait for the grace period and end in
-    SIGKILL. Here both signals raise like SIGINT, and the exit that follows
-    is reported in one line with status 0, within :data:`STOP_GRACE_S` even
-    in a multi-process cluster whose peers keep running (they then exit
-    non-zero, as when a peer dies). The stop is like a crash for the
-    outputs: recovery resumes from the last snapshot and the exactly-once
-    sink skips what was already written, so a restart is exact (tested).
+    SIGKILL. Here both signals end the process on the spot, with one log line
+    and status 0. The stop is like a crash for the outputs: recovery resumes
+    from the last snapshot and the exactly-once sink skips what was already
+    written, so a restart is exact (tested). It does not let Bytewax wind the
+    dataflow down (raising from the handler, as the default SIGINT handler
+    does): in a multi-process cluster a process that winds down waits for
+    its peers forever, and they for it; an abrupt exit makes the peers exit
+    non-zero at once, as when a peer dies, so that they are restarted.
     """
     log = logging.getLogger(f"dataflows.{job}")
 
-    def exit_now() -> None:
+    def stop(signum: int, _frame: object) -> None:
         log.info(
             "%s: stopped by %s; a restart resumes from the last snapshot",
             job,
-            signal.Signals(_stopping[0]).name,
+            signal.Signals(signum).name,
         )
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
 
-    def stop(signum: int, _frame: object) -> None:
-        if not _stopping:
-            _stopping.append(signum)
-            log.info("%s: stopping (%s)", job, signal.Signals(signum).name)
-            # A cluster peer waits for the others: exit anyway (see STOP_GRACE_S).
-            timer = threading.Timer(STOP_GRACE_S, exit_now)
-            timer.daemon = True
-            timer.start()
-        raise KeyboardInterrupt
-
-    def exit_quietly(kind: type[BaseException], value: BaseException, tb: object) -> None:
-        if _stopping:
-            exit_now()  # Bytewax raised "signal received": the stop we asked for
-        previous_hook(kind, value, tb)  # type: ignore[arg-type]
-
     try:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, stop)
     except ValueError:  # not the main thread (a flow built inside a test): leave signals alone
         return
-    previous_hook = sys.excepthook
-    sys.excepthook = exit_quietly
 
 
 def tune_gc() -> None:

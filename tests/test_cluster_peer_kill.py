@@ -3,8 +3,8 @@ tails as 2 processes with recovery (each process its own store directory, as
 two pods); once output flows, one process gets SIGKILL and the other must exit
 non-zero on its own (it lost its peer; a process that hung on instead would
 hold the cluster up forever). Or one process alone gets SIGTERM, as one pod of
-a rolling update: it must exit 0 within a few seconds although its peer runs
-on (``dataflows.runtime.STOP_GRACE_S``), and the peer then exits non-zero. Both are restarted on the same stores, the rest of the clicks is
+a rolling update: it must exit 0 at once although its peer runs on, and the
+peer then exits non-zero. Both are restarted on the same stores, the rest of the clicks is
 produced, and the output is compared in full with the expected output computed
 independently (``test_e2e_clicks.Expected``): every click exactly once.
 """
