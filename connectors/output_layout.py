@@ -22,7 +22,7 @@ import zlib
 
 from connectors.kafka_source import list_topic_partitions
 from connectors.lineage_readback import RESET_HINT, DeliveryError
-from operators.records import OutMessage
+from operators.records import OutBatch, OutMessage
 
 #: What a sink partition snapshots: ``(topic, partition, offset)``, a plain
 #: tuple (pickled into the recovery store: small and stable); ``offset`` is
@@ -86,7 +86,7 @@ class OutputLayout:
         decimal string (``"7"``, not zero-padded)."""
         counts = self.counts()
         base = self._base
-        groups: dict[int, list[OutMessage]] = {}
+        groups: dict[int, OutBatch] = {}
         for msg in messages:
             n = counts.get(msg.topic)
             if n is None:
@@ -95,7 +95,7 @@ class OutputLayout:
             slot = base[msg.topic] + zlib.crc32(basis) % n
             group = groups.get(slot)
             if group is None:
-                groups[slot] = [msg]
+                groups[slot] = OutBatch((msg,))
             else:
                 group.append(msg)
         return [(str(slot), group) for slot, group in groups.items()]

@@ -36,7 +36,10 @@ from operators.records import (
     BEGINNING_OF_TIME_MS,
     END_OF_TIME_MS,
     DecodedBatch,
+    Event,
     PartitionStatus,
+    events_from_rows,
+    rows_of,
 )
 
 CLICKS = 0
@@ -53,6 +56,18 @@ class ShardInput(NamedTuple):
     max_event_ms: int | None
     status: PartitionStatus
     polled_at_ms: int
+
+    def __reduce__(self):
+        # Sent to the worker that owns the shard: events as plain tuples (see
+        # operators.records, "Compact pickling").
+        rows = rows_of(self.items, Event)
+        if rows is None:
+            return (ShardInput, tuple(self))
+        return (_shard_input_from_rows, (*self[:3], rows, *self[4:]))
+
+
+def _shard_input_from_rows(side, partition, count, rows, max_ms, status, polled_at) -> ShardInput:
+    return ShardInput(side, partition, count, events_from_rows(rows), max_ms, status, polled_at)
 
 
 def shard_index(key: str, shards: int) -> int:

@@ -162,3 +162,38 @@ new_source_record = fast_new(SourceRecord)
 new_event = fast_new(Event)
 new_join_result = fast_new(JoinResult)
 new_out_message = fast_new(OutMessage)
+
+
+# -- Compact pickling for what crosses between processes ------------------------
+# Bytewax pickles every item a keyed step sends to another worker process. A
+# NamedTuple pickles through a Python-level ``__getnewargs__`` per object
+# (measured: ~15,000 instructions per event for a dumps + loads round trip); a
+# plain tuple pickles in C (~6,000 with the rebuild). The batches that cross
+# (events to their join shard, messages to their sink partition) therefore
+# pickle their records as plain tuples and rebuild them on arrival.
+
+
+def events_from_rows(rows: list[tuple]) -> list[Event]:
+    """Events rebuilt from their pickled plain tuples."""
+    return list(map(new_event, rows))
+
+
+def rows_of(items: list, cls: type) -> list[tuple] | None:
+    """``items`` as plain tuples if every one is a ``cls``, else None."""
+    if items and set(map(type, items)) == {cls}:
+        return list(map(tuple, items))
+    return None
+
+
+class OutBatch(list):
+    """A list of :class:`OutMessage` for one sink partition; pickles compactly."""
+
+    def __reduce__(self):
+        rows = rows_of(self, OutMessage)
+        if rows is None:
+            return (OutBatch, (list(self),))
+        return (_out_batch_from_rows, (rows,))
+
+
+def _out_batch_from_rows(rows: list[tuple]) -> OutBatch:
+    return OutBatch(map(new_out_message, rows))

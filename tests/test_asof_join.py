@@ -15,7 +15,7 @@ from bytewax.testing import TestingSource
 from operators.asof_join import AsofJoinLogic
 from operators.progress import CLICKS, PROFILES, ShardInput, shard_key
 from operators.records import PartitionStatus
-from operators.version_snapshot import SNAPSHOT_BUCKETS, snapshot_bucket
+from operators.version_snapshot import SNAPSHOT_BUCKETS, pickled_versions, snapshot_bucket
 from story import (
     CLICKS_TOPIC,
     PROFILES_TOPIC,
@@ -248,7 +248,7 @@ def test_snapshot_repickles_only_changed_buckets_and_restores_everything():
     # Taken before user-7's new version: pickled afterwards, it still holds v0 only.
     first = pickle.loads(pickle.dumps(taken))
     assert len(first.version_buckets) == SNAPSHOT_BUCKETS
-    assert pickle.loads(first.version_buckets[snapshot_bucket("user-7")])["user-7"] == (
+    assert pickled_versions(first.version_buckets[snapshot_bucket("user-7")])["user-7"] == (
         profile("user-7", 0, "v0"),
     )
 
@@ -277,10 +277,24 @@ def test_snapshot_repickles_only_changed_buckets_and_restores_everything():
     assert summarise(out[0]) == [("user-7", "c", "v50")]
     assert sorted(restored.versions) == ["user-7"]
     after = pickle.loads(pickle.dumps(restored.snapshot()))
-    assert pickle.loads(after.version_buckets[snapshot_bucket("user-7")]) == {
+    assert pickled_versions(after.version_buckets[snapshot_bucket("user-7")]) == {
         "user-7": (profile("user-7", 50, "v50"),)  # v0 superseded and dropped
     }
-    assert sum(len(pickle.loads(b)) for b in after.version_buckets) == 1
+    assert sum(len(pickled_versions(b)) for b in after.version_buckets) == 1
+
+
+def test_a_store_that_pickled_events_themselves_still_restores():
+    """Stores written before versions were pickled as plain tuples."""
+    logic = AsofJoinLogic(ttl_ms=100_000, wait_s=30, lateness_ms=0, state=None)
+    logic.on_batch([_shard_input(PROFILES, [profile(f"user-{i}", 0, "v0") for i in range(40)])])
+    state = logic.snapshot()
+    old_buckets: list[dict] = [{} for _ in range(SNAPSHOT_BUCKETS)]
+    for user, versions in logic.versions.items():
+        old_buckets[snapshot_bucket(user)][user] = versions
+    old = state._replace(version_buckets=tuple(pickle.dumps(b) for b in old_buckets))
+    restored = AsofJoinLogic(100_000, 30, 0, pickle.loads(pickle.dumps(old)))
+    assert restored.versions == logic.versions
+    assert {type(v) for vs in restored.versions.values() for v in vs} == {type(profile("a", 0, "v"))}
 
 
 def test_a_snapshot_never_pickled_does_no_pickling():
