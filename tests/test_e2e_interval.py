@@ -6,7 +6,6 @@ lineage header is unique per pair. Expected output computed here by brute force.
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 from confluent_kafka import Producer
 
 from clickstream.read_topic import read_all
-from conftest import ROOT
+from conftest import clicks_job_env
 
 pytestmark = pytest.mark.broker
 
@@ -72,22 +71,15 @@ def test_interval_strategy_writes_one_record_per_pair(broker, topic_names, mode,
     clicks, versions = data()
     produce(broker.bootstrap_servers, topics["profiles"], versions)
     produce(broker.bootstrap_servers, topics["clicks"], clicks)
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(ROOT),
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        "KAFKA_TAIL": "false",
-        "CLICKS_TOPIC": topics["clicks"],
-        "PROFILES_TOPIC": topics["profiles"],
-        "JOINED_TOPIC": topics["joined"],
-        "UNMATCHED_TOPIC": topics["unmatched"],
-        "LATE_TOPIC": topics["late"],
-        "DLQ_TOPIC": topics["dlq"],
-        "JOIN_MODE": mode,
-        "JOIN_STRATEGY": "interval",
-        "INTERVAL_BEFORE_SECONDS": str(BEFORE_S),
-        "INTERVAL_AFTER_SECONDS": str(AFTER_S),
-    }
+    env = clicks_job_env(
+        broker,
+        topics,
+        LATE_TOPIC=topics["late"],
+        JOIN_MODE=mode,
+        JOIN_STRATEGY="interval",
+        INTERVAL_BEFORE_SECONDS=str(BEFORE_S),
+        INTERVAL_AFTER_SECONDS=str(AFTER_S),
+    )
     proc = subprocess.run(
         [sys.executable, "-m", "bytewax.run", "dataflows.clicks", "-w", str(workers)],
         env=env,
