@@ -312,13 +312,13 @@ def _last_json_line(log_path: Path) -> dict[str, Any] | None:
 
 def targets(results: dict[str, dict[str, Any]]) -> list[str]:
     lines = []
+    # Issue 13's targets for asof and top_users; the others from earlier rounds.
     for name, goal in (
-        ("asof", 0.7),
+        ("asof", 0.85),
         ("interval", 0.3),
-        ("asof-2proc", 0.7),
         ("running", 0.7),
         ("window", 0.3),
-        ("top_users", 0.5),
+        ("top_users", 0.85),
     ):
         r = results.get(name)
         if r and r.get("ratio_to_baseline") is not None:
@@ -335,13 +335,22 @@ def targets(results: dict[str, dict[str, Any]]) -> list[str]:
             f"CPU {cost * 100:+.1f}%, wall {(r['wall_s'] / asof['wall_s'] - 1) * 100:+.1f}%: "
             f"{'met' if cost < 0.05 else 'MISSED'}"
         )
+    r = results.get("asof-2proc")
+    if r and asof and r["status"] == "ok" and asof["status"] == "ok":
+        # Two processes cannot be faster on 2 shared cores; CPU per event decides
+        # the speed-up on a bigger machine.
+        scale = r["cpu_s"] / asof["cpu_s"]
+        lines.append(
+            f"asof-2proc vs asof (CPU per event, target <= 1.25x): {scale:.2f}x: "
+            f"{'met' if scale <= 1.25 else 'MISSED'}"
+        )
     r = results.get("asof-recovery")
     if r and r.get("wall_overhead_vs_asof") is not None:
         ok = r["status"] == "ok"
-        wall_ok = ok and r["wall_overhead_vs_asof"] < 0.15
-        cpu_ok = ok and r["cpu_overhead_vs_asof"] < 0.15
+        wall_ok = ok and r["wall_overhead_vs_asof"] < 0.10
+        cpu_ok = ok and r["cpu_overhead_vs_asof"] < 0.10
         lines.append(
-            f"asof-recovery vs asof (target < 15%): wall {r['wall_overhead_vs_asof'] * 100:+.0f}% "
+            f"asof-recovery vs asof (target < 10%): wall {r['wall_overhead_vs_asof'] * 100:+.0f}% "
             f"{'met' if wall_ok else 'MISSED'}, CPU {r['cpu_overhead_vs_asof'] * 100:+.0f}% "
             f"{'met' if cpu_ok else 'MISSED'}"
         )
