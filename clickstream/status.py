@@ -66,6 +66,10 @@ class StatusError(Exception):
     """The status cannot be shown (exit status 2); the message says why."""
 
 
+def _ignore(_error: object) -> None:
+    """An ``error_cb`` that drops librdkafka's errors (the command reports its own)."""
+
+
 def _silent_logger() -> logging.Logger:
     """A logger that swallows librdkafka's own lines (connection-refused spam)."""
     logger = logging.getLogger("clickstream.status.librdkafka")
@@ -181,7 +185,9 @@ def collect(job: str, env: Mapping[str, str], mode: str = "watermark", timeout_s
     """Everything the status shows, from Kafka and the recovery store."""
     settings, kafka = _settings(job, env)
     inputs = job_inputs(job, settings, kafka)
-    config: dict[str, Any] = {**kafka.to_librdkafka(), "logger": _silent_logger()}
+    # librdkafka's lines and errors are silenced: an unreachable broker is
+    # the one line this command prints itself.
+    config: dict[str, Any] = {**kafka.to_librdkafka(), "logger": _silent_logger(), "error_cb": _ignore}
     try:
         counts = partition_counts(config, [i.topic for i in inputs], timeout_s)
     except KafkaIOError as exc:

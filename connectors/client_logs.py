@@ -74,7 +74,7 @@ class RateLimitedLog:
             self._kinds[kind] = (now, 0)
         suppressed = last[1] if last is not None else 0
         if suppressed:
-            message += f" [{suppressed} similar line(s) suppressed in the last {self._interval_s:g} s]"
+            message += f" [{suppressed} similar line(s) suppressed since the last one]"
         self._logger.log(level, "%s", message)
         return True
 

@@ -159,7 +159,9 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, SourceState]):
                     reached_end = True
                     continue
                 if err.code() == _OUT_OF_RANGE:
-                    self._apply_out_of_range_policy(*self._watermarks())
+                    # The broker's own word: ask it for the range (not the cache).
+                    low, high = self._consumer.get_watermark_offsets(self._tp, timeout=10)
+                    self._apply_out_of_range_policy(low, high, broker_said=True)
                     return []
                 if err.fatal() or not err.retriable():
                     raise KafkaSourceError(
@@ -181,6 +183,7 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, SourceState]):
                 )
             )
         if records:
+            self._range_watch.reset()  # the out-of-range hold must be continuous
             self._offset = records[-1].offset + 1
             # A record after an EOF event in the same poll means more arrived.
             if messages[-1].error() is None:
@@ -228,20 +231,16 @@ class _BatchPartition(StatefulSourcePartition[SourceBatch, SourceState]):
             return datetime.now(UTC) + _IDLE_BACKOFF
         return None
 
-    def _watermarks(self) -> tuple[int, int]:
-        """The partition's range: from fetch responses when known, else
-        ListOffsets (right on Kafka; only reached there, by its fetch error)."""
-        low, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
-        if low < 0 or high < 0:
-            low, high = self._consumer.get_watermark_offsets(self._tp, timeout=10)
-        return low, high
+    def _apply_out_of_range_policy(self, low: int, high: int, broker_said: bool = False) -> None:
+        """Stop (``fail``) or move to the partition's first or end offset, with one line.
 
-    def _apply_out_of_range_policy(self, low: int, high: int) -> None:
-        """Stop (``fail``) or move to the partition's first or end offset, with one line."""
+        ``broker_said``: the broker reported the offset out of range; a range
+        that still holds it (stale or wrong) must not make the source retry the
+        same offset forever, so that stops the job whatever the policy."""
         self._out_of_range_count.inc()
         offset = self._offset
         target = resume_offset(self._on_out_of_range, offset, low, high)
-        if target is None:
+        if target is None or (broker_said and target == offset):
             raise InputOffsetOutOfRange(failure_message(self._topic, self._partition, offset, low, high))
         log.warning(
             "%s (ON_INPUT_OFFSET_OUT_OF_RANGE=%s): resuming at offset %d",
@@ -353,26 +352,26 @@ class KafkaBatchSource(FixedPartitionedSource[SourceBatch, SourceState]):
                 f"recovery state names topic {topic!r} but step {step_id!r} reads "
                 f"{self._topic!r}: reset the recovery directory to switch topics"
             )
-        stored_offset: int | None
+        resume_at: int | None
         if isinstance(resume_state, tuple):
-            stored_offset, stored_count = resume_state
+            resume_at, stored_count = resume_state
             if stored_count != self._count():
                 # Not a policy case: see connectors.offset_range.count_changed_message.
                 raise PartitionCountChanged(count_changed_message(self._topic, stored_count, self._count()))
         else:
-            stored_offset = resume_state
+            resume_at = resume_state
         return _BatchPartition(
             self._config,
             self._topic,
             int(index),
             self._count(),
-            self._starting_offset if stored_offset is None else stored_offset,
+            self._starting_offset if resume_at is None else resume_at,
             self._tail,
             self._batch_size,
             self._heartbeat_s,
             self._finish_confirm_s,
             self._group_id,
-            stored_offset is not None,
+            resume_at is not None,
             self._on_out_of_range,
             self._job,
         )

@@ -60,6 +60,10 @@ class RangeWatch:
         self._since = None
         return True
 
+    def reset(self) -> None:
+        """Records arrived: whatever was seen before no longer holds."""
+        self._since = None
+
 
 class InputOffsetOutOfRange(RuntimeError):
     """A stored input offset is outside its partition and the policy is ``fail``."""

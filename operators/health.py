@@ -33,8 +33,11 @@ class ProgressWatch:
         #: The source partitions this process reads (none: no signal, never stalled).
         self.partitions: set[tuple[str, int]] = set()
 
-    def open_partition(self, partition: tuple[str, int]) -> None:
-        """A partition starts (behind its end until a poll says otherwise)."""
+    def open_partition(self, partition: tuple[str, int], now: float | None = None) -> None:
+        """A partition starts (behind its end until a poll says otherwise). The
+        first one restarts the clocks: start-up before it is not a stall."""
+        if not self.partitions:
+            self.epoch_at = self.polled_at = time.monotonic() if now is None else now
         self.partitions.add(partition)
         self.reading.add(partition)
 

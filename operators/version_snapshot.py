@@ -21,6 +21,7 @@ restore too.
 from __future__ import annotations
 
 import pickle
+import threading
 import zlib
 
 from operators.records import Event, ProfileVersion, new_event
@@ -39,11 +40,14 @@ def snapshot_bucket(user_id: str) -> int:
 class BucketCache:
     """Per bucket, the ``{user: versions}`` a shard pickled last and its bytes."""
 
-    __slots__ = ("blobs", "buckets")
+    __slots__ = ("blobs", "buckets", "lock")
 
     def __init__(self) -> None:
         self.buckets: list[Versions | None] = [None] * SNAPSHOT_BUCKETS
         self.blobs: list[bytes] = [b""] * SNAPSHOT_BUCKETS
+        #: Bytewax pickles in the worker thread; the lock keeps two snapshots
+        #: pickled on other threads from mixing their buckets all the same.
+        self.lock = threading.Lock()
 
     def remember(self, blobs: tuple[bytes, ...]) -> Versions:
         """Seed the cache from restored buckets; return all their versions."""
@@ -75,12 +79,13 @@ class VersionSnapshot:
             for user, versions in self.versions.items():
                 buckets[(crc32(user.encode()) >> 8) % SNAPSHOT_BUCKETS][user] = versions
             cache = self.cache
-            for index, bucket in enumerate(buckets):
-                # Equal values are mostly the very same tuples: a fast compare.
-                if cache.buckets[index] != bucket:
-                    cache.buckets[index] = bucket
-                    cache.blobs[index] = pickle.dumps(_rows(bucket), pickle.HIGHEST_PROTOCOL)
-            self._blobs = tuple(cache.blobs)
+            with cache.lock:
+                for index, bucket in enumerate(buckets):
+                    # Equal values are mostly the very same tuples: a fast compare.
+                    if cache.buckets[index] != bucket:
+                        cache.buckets[index] = bucket
+                        cache.blobs[index] = pickle.dumps(_rows(bucket), pickle.HIGHEST_PROTOCOL)
+                self._blobs = tuple(cache.blobs)
             self.versions = None
         return self._blobs
 
@@ -95,7 +100,7 @@ def _rows(bucket: Versions) -> dict[str, tuple[tuple, ...]]:
 def _events(bucket: dict[str, tuple]) -> Versions:
     """A bucket's versions as events (pickled as rows, or as events by older stores)."""
     return {
-        user: versions if type(versions[0]) is Event else tuple(map(new_event, versions))
+        user: versions if versions and type(versions[0]) is Event else tuple(map(new_event, versions))
         for user, versions in bucket.items()
     }
 

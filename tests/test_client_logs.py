@@ -34,7 +34,7 @@ def test_each_kind_of_line_is_logged_at_most_once_per_interval_with_the_count_su
     assert [r.getMessage() for r in caplog.records] == [
         "first",
         "another kind",
-        "later [5 similar line(s) suppressed in the last 30 s]",
+        "later [5 similar line(s) suppressed since the last one]",
     ]
 
 

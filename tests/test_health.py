@@ -41,7 +41,7 @@ class Lines(logging.Handler):
 def monitor_at(stall_s: float = 10.0) -> tuple[StallMonitor, ProgressWatch, Clock, list[str]]:
     clock = Clock()
     watch = ProgressWatch(now=clock.now)
-    watch.open_partition(("clicks", 0))
+    watch.open_partition(("clicks", 0), now=clock.now)
     watch.set_reading(("clicks", 0), False)  # caught up
     lines: list[str] = []
     logger = logging.getLogger(f"test.health.{id(lines)}")

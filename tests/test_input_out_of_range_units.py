@@ -59,6 +59,17 @@ def test_an_offset_seen_out_of_range_counts_only_once_it_held():
     assert not watch.confirmed(5, 0, 20, now=200.0)  # inside: never
 
 
+def test_records_in_between_restart_the_hold():
+    """A lagging watermark seen once, then records for a long while: a later
+    glitch must hold for the whole time again, not act at once."""
+    watch = RangeWatch(hold_s=2.0)
+    assert not watch.confirmed(100, 0, 50, now=0.0)
+    watch.reset()  # a poll returned records
+    assert not watch.confirmed(100, 0, 50, now=60.0)
+    assert not watch.confirmed(100, 0, 50, now=61.9)
+    assert watch.confirmed(100, 0, 50, now=62.0)
+
+
 def test_the_failure_line_names_topic_partition_offset_and_range():
     assert failure_message("user_clicks", 2, 1500, 0, 300) == (
         "input offset out of range: topic 'user_clicks' partition 2 stored offset 1500, partition "
