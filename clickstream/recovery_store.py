@@ -126,7 +126,10 @@ def resume_epoch(files: dict[int, Path], readonly: bool = False) -> tuple[int, l
 
 
 def summarise(directory: Path, readonly: bool = False) -> StoreSummary:
-    files = partition_files(directory, readonly)
+    return _summarise(partition_files(directory, readonly), readonly)
+
+
+def _summarise(files: dict, readonly: bool) -> StoreSummary:
     epoch, executions = resume_epoch(files, readonly)
     total = uncommitted = 0
     for path in set(files.values()):
@@ -142,7 +145,8 @@ def committed_snapshots(directory: Path) -> tuple[StoreSummary, list[Snapshot]]:
     """The store's summary and, per state key, the newest snapshot of an epoch
     before the resume epoch: what a resume would load. Opens the store
     read-only, so it is safe while the job runs."""
-    summary = summarise(directory, readonly=True)
+    files = partition_files(directory, readonly=True)
+    summary = _summarise(files, readonly=True)
     newest = """
         SELECT s.step_id, s.state_key, s.snap_epoch, s.ser_change FROM snaps s
         JOIN (SELECT step_id, state_key, MAX(snap_epoch) AS e FROM snaps
@@ -150,7 +154,7 @@ def committed_snapshots(directory: Path) -> tuple[StoreSummary, list[Snapshot]]:
         ON s.step_id = m.step_id AND s.state_key = m.state_key AND s.snap_epoch = m.e
     """
     snapshots: list[Snapshot] = []
-    for path in set(partition_files(directory, readonly=True).values()):
+    for path in set(files.values()):
         with _connect(path, readonly=True) as conn:
             snapshots += [Snapshot(*row) for row in conn.execute(newest, (summary.resume_epoch,))]
     snapshots.sort(key=lambda snap: (snap.step_id, snap.state_key))

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import os
 import pickle
 import sqlite3
@@ -55,6 +54,7 @@ from clickstream.status_report import (
     to_json,
 )
 from clickstream.store_layout import LAYOUT_FILE
+from connectors.client_logs import silent_logger
 from connectors.kafka_io import KafkaIOError, ReadTimeout, partition_counts, read_to_end, reader_config
 from connectors.kafka_source import stored_offset
 
@@ -68,14 +68,6 @@ class StatusError(Exception):
 
 def _ignore(_error: object) -> None:
     """An ``error_cb`` that drops librdkafka's errors (the command reports its own)."""
-
-
-def _silent_logger() -> logging.Logger:
-    """A logger that swallows librdkafka's own lines (connection-refused spam)."""
-    logger = logging.getLogger("clickstream.status.librdkafka")
-    logger.addHandler(logging.NullHandler())
-    logger.propagate = False
-    return logger
 
 
 def _settings(job: str, env: Mapping[str, str]) -> tuple[Any, Any]:
@@ -187,7 +179,11 @@ def collect(job: str, env: Mapping[str, str], mode: str = "watermark", timeout_s
     inputs = job_inputs(job, settings, kafka)
     # librdkafka's lines and errors are silenced: an unreachable broker is
     # the one line this command prints itself.
-    config: dict[str, Any] = {**kafka.to_librdkafka(), "logger": _silent_logger(), "error_cb": _ignore}
+    config: dict[str, Any] = {
+        **kafka.to_librdkafka(),
+        "logger": silent_logger("clickstream.status.librdkafka"),
+        "error_cb": _ignore,
+    }
     try:
         counts = partition_counts(config, [i.topic for i in inputs], timeout_s)
     except KafkaIOError as exc:

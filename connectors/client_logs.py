@@ -111,6 +111,14 @@ def report_unreachable(limiter: RateLimitedLog, bootstrap: str, text: str) -> No
     )
 
 
+def silent_logger(name: str) -> logging.Logger:
+    """A logger that swallows librdkafka's lines (for clients whose caller reports)."""
+    logger = logging.getLogger(name)
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    return logger
+
+
 def with_client_logs(config: Mapping[str, Any], limiter: RateLimitedLog = LIMITER) -> dict[str, Any]:
     """``config`` plus a ``logger`` and ``error_cb`` that route librdkafka's
     lines through ``limiter`` (a caller's own ``logger``/``error_cb`` win)."""

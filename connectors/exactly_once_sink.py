@@ -50,7 +50,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from connectors.client_logs import with_client_logs
 from connectors.kafka_io import produce_with_backpressure
 from connectors.lineage_readback import LINEAGE_HEADER, DeliveryError, read_lineage_tail
-from connectors.output_layout import OutputLayout, SinkSnapshot, SinkStateMismatch, resume_offset
+from connectors.output_layout import OutputLayout, SinkSnapshot, SinkStateMismatch, snapshot_offset
 from operators.records import OutMessage
 
 # Imported from here by the jobs and tests (the split modules hold the details).
@@ -70,7 +70,7 @@ class _ExactlyOncePartition(StatefulSinkPartition[list[OutMessage], SinkSnapshot
         self, config: dict[str, str], topic: str, partition: int, resume_state: SinkSnapshot | int | None
     ):
         # Refuses (before any read or write) a snapshot of another slot.
-        resume = resume_offset(resume_state, topic, partition)
+        resume = snapshot_offset(resume_state, topic, partition)
         self.topic = topic
         self.partition = partition
         self.last_offset = resume

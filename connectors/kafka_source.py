@@ -66,18 +66,26 @@ class KafkaSourceError(RuntimeError):
     """The source cannot read its topic (missing topic, broker error)."""
 
 
-def list_topic_partitions(config: dict[str, str], topic: str, timeout_s: float = 10.0) -> int:
-    """Number of partitions of ``topic``; a clear error if it does not exist
-    (the lookup never creates it: :func:`connectors.kafka_io.require_topics`)."""
+def topic_partition_counts(
+    config: dict[str, str], topics: list[str], timeout_s: float = 10.0
+) -> dict[str, int]:
+    """``{topic: partition count}`` in one lookup; a clear error naming the first
+    missing topic (the lookup never creates it: :func:`connectors.kafka_io.require_topics`)."""
     try:
-        return require_topics(config, [topic], timeout_s)[topic]
+        return require_topics(config, topics, timeout_s)
     except TopicNotFound as exc:
+        missing = next(t for t in topics if t in exc.topics)
         raise KafkaSourceError(
-            f"topic {topic!r} is not usable at {config.get('bootstrap.servers')}: "
+            f"topic {missing!r} is not usable at {config.get('bootstrap.servers')}: "
             "it does not exist (create it first)"
         ) from exc
     except KafkaIOError as exc:
         raise KafkaSourceError(str(exc)) from exc
+
+
+def list_topic_partitions(config: dict[str, str], topic: str, timeout_s: float = 10.0) -> int:
+    """Number of partitions of ``topic`` (see :func:`topic_partition_counts`)."""
+    return topic_partition_counts(config, [topic], timeout_s)[topic]
 
 
 class _BatchPartition(StatefulSourcePartition[SourceBatch, SourceState]):

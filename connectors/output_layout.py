@@ -5,7 +5,7 @@ Sink partitions are numbered over every output topic together (joined,
 unmatched, dead letters...), so a changed layout (``JOIN_MODE``, a topic
 recreated with fewer partitions) gives an old snapshot to another
 (topic, partition). A snapshot therefore names its slot, and
-:func:`resume_offset` refuses one given to another slot.
+:func:`snapshot_offset` refuses one given to another slot.
 
 Why the parts are still named by index (``"000000"``...) and not by
 ``topic-partition``: Bytewax 0.21.1 routes resume state by part name and
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import zlib
 
-from connectors.kafka_source import list_topic_partitions
+from connectors.kafka_source import topic_partition_counts
 from connectors.lineage_readback import RESET_HINT, DeliveryError
 from operators.records import OutBatch, OutMessage
 
@@ -34,7 +34,7 @@ class SinkStateMismatch(RuntimeError):
     """A sink partition was given the snapshot of another (topic, partition)."""
 
 
-def resume_offset(state: SinkSnapshot | int | None, topic: str, partition: int) -> int | None:
+def snapshot_offset(state: SinkSnapshot | int | None, topic: str, partition: int) -> int | None:
     """The offset in ``state`` for the slot ``topic[partition]``; a bare ``int``
     (stores written before snapshots named their slot) is taken as is."""
     if state is None or isinstance(state, int):
@@ -64,16 +64,17 @@ class OutputLayout:
         self._config = dict(config)
         self.topics = list(dict.fromkeys(topics))
         self._counts: dict[str, int] | None = None
-        self._base: dict[str, int] = {}
+        #: topic -> (its first slot, its partition count)
+        self._slot_of: dict[str, tuple[int, int]] = {}
 
     def counts(self) -> dict[str, int]:
         if self._counts is None:
-            counts = {t: list_topic_partitions(self._config, t) for t in self.topics}
-            base, total = {}, 0
+            counts = topic_partition_counts(self._config, self.topics)
+            slot_of, base = {}, 0
             for topic in self.topics:
-                base[topic] = total
-                total += counts[topic]
-            self._base = base
+                slot_of[topic] = (base, counts[topic])
+                base += counts[topic]
+            self._slot_of = slot_of
             self._counts = counts
         return self._counts
 
@@ -84,15 +85,15 @@ class OutputLayout:
     def route(self, messages: list[OutMessage]) -> list[tuple[str, list[OutMessage]]]:
         """Group messages by destination slot; the key is the slot index as a
         decimal string (``"7"``, not zero-padded)."""
-        counts = self.counts()
-        base = self._base
+        self.counts()
+        slot_of = self._slot_of
         groups: dict[int, OutBatch] = {}
         for msg in messages:
-            n = counts.get(msg.topic)
-            if n is None:
+            where = slot_of.get(msg.topic)
+            if where is None:
                 raise DeliveryError(f"no output slot for topic {msg.topic!r}: not configured")
             basis = msg.key if msg.key is not None else (msg.lineage or b"")
-            slot = base[msg.topic] + zlib.crc32(basis) % n
+            slot = where[0] + zlib.crc32(basis) % where[1]
             group = groups.get(slot)
             if group is None:
                 groups[slot] = OutBatch((msg,))

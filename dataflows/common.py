@@ -3,7 +3,6 @@ start-up, the clicks input (decoded, with dead letters) and the Kafka output."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -11,6 +10,7 @@ from typing import Any, TypeVar
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
+from connectors.client_logs import silent_logger
 from connectors.exactly_once_sink import kafka_output
 from connectors.kafka_source import KafkaBatchSource
 from dataflows.settings import CommonSettings, ConfigError, KafkaConnection, load_settings
@@ -45,10 +45,7 @@ def check_kafka_config(kafka: KafkaConnection) -> None:
     # Without bootstrap.servers the client validates every property but never
     # connects; its warnings go to a silent logger.
     config: dict[str, Any] = {k: v for k, v in kafka.to_librdkafka().items() if k != "bootstrap.servers"}
-    silent = logging.getLogger("clickstream.config_check")
-    silent.addHandler(logging.NullHandler())
-    silent.propagate = False
-    config["logger"] = silent
+    config["logger"] = silent_logger("clickstream.config_check")
     try:
         Producer(config)
     except KafkaException as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import bytewax.operators as op
@@ -59,8 +60,9 @@ def decode_batch(
             oks.append(parsed)
             if max_ts is None or parsed.ts_ms > max_ts:
                 max_ts = parsed.ts_ms
-    for d in dead:
-        DEAD_LETTERED.labels(topic, d.reason).inc()
+    if dead:
+        for reason, count in Counter(d.reason for d in dead).items():
+            DEAD_LETTERED.labels(topic, reason).inc(count)
     decoded = DecodedBatch(
         topic,
         batch.partition,

@@ -82,7 +82,7 @@ def shard_keys(shards: int) -> list[str]:
 
 def shard_key(key: str, shards: int) -> str:
     """The Bytewax key of a key's state shard."""
-    return shard_keys(shards)[shard_index(key, shards)]
+    return f"shard-{shard_index(key, shards):03d}"
 
 
 class ShardRouter:
