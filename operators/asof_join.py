@@ -194,9 +194,20 @@ class AsofJoinLogic(op.StatefulBatchLogic):
                 if inp.items:
                     watermark = self.profiles.watermark
                     deadline = time.time() + self.wait_s
+                    versions_of, ttl, append = self.versions.get, self.ttl_ms, out.append
                     for click in inp.items:
-                        if click.ts_ms <= watermark:
-                            out.append(self._resolve(click))
+                        ts = click.ts_ms
+                        if ts <= watermark:
+                            # `_resolve`, inline: once per click on the hot path.
+                            found: ProfileVersion | None = None
+                            versions = versions_of(click.key)
+                            if versions:
+                                for version in reversed(versions):
+                                    if version.ts_ms <= ts:
+                                        if ts - version.ts_ms <= ttl:
+                                            found = version
+                                        break
+                            append(new_join_result((click, found)))
                         else:
                             seq = self.seq
                             self.seq = seq + 1
