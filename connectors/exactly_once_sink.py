@@ -323,5 +323,7 @@ def kafka_output(
 ) -> None:
     """Write lists of messages (each naming its topic, one of ``topics``) exactly once."""
     layout = OutputLayout(config, topics)
-    routed = op.flat_map("route", up, layout.route)
+    # Every list that reached this step in one activation, routed together:
+    # one item per sink partition instead of one per (list, partition).
+    routed = op.flat_map_batch("route", up, layout.route_lists)
     op.output("write", routed, ExactlyOnceKafkaSink(config, layout))
