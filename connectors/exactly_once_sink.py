@@ -319,11 +319,26 @@ class ExactlyOnceKafkaSink(FixedPartitionedSink[list[OutMessage], SinkSnapshot])
 
 @operator
 def kafka_output(
-    step_id: str, up: Stream[list[OutMessage]], config: dict[str, str], topics: list[str]
+    step_id: str,
+    up: Stream[list[OutMessage]],
+    config: dict[str, str],
+    topics: list[str],
+    routed: Stream[tuple[str, list[OutMessage]]] | None = None,
+    layout: OutputLayout | None = None,
 ) -> None:
-    """Write lists of messages (each naming its topic, one of ``topics``) exactly once."""
-    layout = OutputLayout(config, topics)
+    """Write lists of messages (each naming its topic, one of ``topics``) exactly once.
+
+    ``routed``: messages already grouped by sink slot with ``layout`` (which
+    must list ``topics``), e.g. by an encoder that routes as it encodes; they
+    skip this step's own routing.
+    """
+    if layout is None:
+        layout = OutputLayout(config, topics)
+    elif layout.topics != list(dict.fromkeys(topics)):
+        raise ValueError(f"layout lists {layout.topics}, not the topics {topics}")
     # Every list that reached this step in one activation, routed together:
     # one item per sink partition instead of one per (list, partition).
-    routed = op.flat_map_batch("route", up, layout.route_lists)
-    op.output("write", routed, ExactlyOnceKafkaSink(config, layout))
+    by_slot = op.flat_map_batch("route", up, layout.route_lists)
+    if routed is not None:
+        by_slot = op.merge("merge_routed", by_slot, routed)
+    op.output("write", by_slot, ExactlyOnceKafkaSink(config, layout))

@@ -18,11 +18,9 @@ when the store has that record, see :mod:`clickstream.store_layout`).
 
 from __future__ import annotations
 
-import zlib
-
 from connectors.kafka_source import topic_partition_counts
 from connectors.lineage_readback import RESET_HINT, DeliveryError
-from operators.records import OutBatch, OutMessage
+from operators.records import OutBatch, OutMessage, slot_for
 
 #: What a sink partition snapshots: ``(topic, partition, offset)``, a plain
 #: tuple (pickled into the recovery store: small and stable); ``offset`` is
@@ -87,20 +85,22 @@ class OutputLayout:
         decimal string (``"7"``, not zero-padded)."""
         return self.route_lists([messages])
 
+    def slot_range(self, topic: str) -> tuple[int, int]:
+        """``topic``'s slots: (the first one's index, how many)."""
+        self.counts()
+        where = self._slot_of.get(topic)
+        if where is None:
+            raise DeliveryError(f"no output slot for topic {topic!r}: not configured")
+        return where
+
     def route_lists(self, lists: list[list[OutMessage]]) -> list[tuple[str, list[OutMessage]]]:
         """:meth:`route` for every message of several lists at once: one batch
         per slot for all of them (fewer, larger items for Bytewax)."""
-        self.counts()
-        slot_of = self._slot_of
-        crc32 = zlib.crc32
+        slot_range = self.slot_range
         groups: dict[int, OutBatch] = {}
         for messages in lists:
             for msg in messages:
-                where = slot_of.get(msg.topic)
-                if where is None:
-                    raise DeliveryError(f"no output slot for topic {msg.topic!r}: not configured")
-                key = msg.key
-                slot = where[0] + crc32(key if key is not None else (msg.lineage or b"")) % where[1]
+                slot = slot_for(slot_range(msg.topic), msg.key, msg.lineage)
                 group = groups.get(slot)
                 if group is None:
                     groups[slot] = OutBatch((msg,))

@@ -27,6 +27,7 @@ from dataflows.common import (
     kafka_input,
     late_messages,
     lazy_flow,
+    output_layout,
     write_outputs,
 )
 from dataflows.runtime import start_job_runtime
@@ -39,7 +40,7 @@ from dataflows.settings import (
 )
 from operators.asof_join import asof_join
 from operators.interval_join import interval_join
-from operators.join_output import FlatShape, encode_results
+from operators.join_output import FlatShape, encode_routed
 from operators.records import DecodedBatch, JoinResult, LateClick
 
 log = logging.getLogger("dataflows.clicks")
@@ -68,7 +69,7 @@ def _join(
             lateness=timedelta(seconds=settings.allowed_lateness_seconds),
             wait=timedelta(seconds=settings.profile_wait_seconds),
             # unmatched clicks come out in both modes: inner mode sends them
-            # to UNMATCHED_TOPIC (see encode_results)
+            # to UNMATCHED_TOPIC (see encode_routed)
             how="left",
             shards=settings.state_shards,
             live_interval=LIVE_PROFILES_PROGRESS,
@@ -137,18 +138,23 @@ def build_flow(settings: ClicksSettings, kafka: KafkaConnection) -> Dataflow:
         else None
     )
     pairs = late is not None  # one record per (click, version): lineage per pair
-    encoded = op.map(
-        "encode",
-        results,
-        lambda rs: encode_results(rs, joined_topic, unmatched_topic, flat, dlq_topic, pairs),
-    )
     topics = [joined_topic] + ([unmatched_topic] if unmatched_topic else [])
-    outputs = [encoded]
+    outputs = []
     if late is not None:
         late_topic = settings.late_topic
         outputs.append(late_messages("encode_late", late, "clicks", late_topic))
         topics.append(late_topic)
-    write_outputs("out", config, settings.dlq_topic, [clicks.errs, profiles.errs], outputs, topics)
+    layout = output_layout(config, dlq_topic, topics)
+    # Encoded and routed to their sink partitions in one pass, every result
+    # list of an activation together.
+    encoded = op.flat_map_batch(
+        "encode",
+        results,
+        lambda lists: encode_routed(
+            lists, joined_topic, unmatched_topic, flat, dlq_topic, pairs, layout.slot_range
+        ),
+    )
+    write_outputs("out", config, dlq_topic, [clicks.errs, profiles.errs], outputs, topics, encoded, layout)
     return flow
 
 

@@ -11,7 +11,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 
 from connectors.client_logs import silent_logger
-from connectors.exactly_once_sink import kafka_output
+from connectors.exactly_once_sink import OutputLayout, kafka_output
 from connectors.kafka_source import KafkaBatchSource
 from dataflows.settings import CommonSettings, ConfigError, KafkaConnection, load_settings
 from operators.dead_letters import dead_letter_messages
@@ -94,6 +94,12 @@ def clicks_input(flow: Dataflow, settings: CommonSettings, config: dict[str, str
     return kafka_input(flow, "clicks", settings.clicks_topic, settings.clicks_mapping(), settings, config)
 
 
+def output_layout(config: dict[str, str], dlq_topic: str, topics: list[str]) -> OutputLayout:
+    """The sink slots of :func:`write_outputs` for ``topics`` and the DLQ, for
+    a step that routes its own messages (see ``routed`` there)."""
+    return OutputLayout(config, [*topics, dlq_topic])
+
+
 def write_outputs(
     flow_step: str,
     config: dict[str, str],
@@ -101,9 +107,13 @@ def write_outputs(
     dead: list[Stream],
     results: list[Stream],
     topics: list[str],
+    routed: Stream[tuple[str, list[OutMessage]]] | None = None,
+    layout: OutputLayout | None = None,
 ) -> None:
     """Merge result message lists and dead letters into the exactly-once Kafka
-    output; ``topics`` lists every topic the results may name."""
+    output; ``topics`` lists every topic the results may name. ``routed``:
+    messages already grouped by sink slot with ``layout`` (from
+    :func:`output_layout` with the same topics)."""
     dead_messages = op.map(
         f"{flow_step}_dead_letters",
         op.merge(f"{flow_step}_all_errs", *dead),
@@ -114,6 +124,8 @@ def write_outputs(
         op.merge(f"{flow_step}_all_out", dead_messages, *results),
         config,
         [*topics, dlq_topic],
+        routed,
+        layout,
     )
 
 

@@ -27,6 +27,8 @@ the click's lineage: it identifies each output record uniquely.
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -35,7 +37,15 @@ import orjson
 from operators.dead_letters import dead_letter_message
 from operators.event_parsing import FIELD_COLLISION
 from operators.metrics import DEAD_LETTERED, JOINED, UNMATCHED
-from operators.records import DeadLetter, JoinResult, OutMessage, SourceRecord, new_out_message
+from operators.records import (
+    DeadLetter,
+    JoinResult,
+    OutBatch,
+    OutMessage,
+    SourceRecord,
+    new_out_message,
+    slot_for,
+)
 
 #: The flat shape's lineage field.
 LINEAGE_FIELD = "_join"
@@ -118,6 +128,28 @@ def _collision_dead_letter(result: JoinResult, detail: str, dlq_topic: str) -> O
     )
 
 
+#: An output topic's sink slots: (the first slot's index, how many). The
+#: message of key ``k`` goes to slot ``first + crc32(k) % count``
+#: (``connectors.output_layout.OutputLayout.slot_range``).
+SlotRange = Callable[[str], tuple[int, int]]
+
+#: The nested shape's two formats: matched (profile and its time) and unmatched.
+_MATCHED = b'{"user_id":%b,"click":%b,"profile":%b,"click_ts":%d,"profile_ts":%d,%b%d}}'
+_UNMATCHED = b'{"user_id":%b,"click":%b,"profile":null,"click_ts":%d,"profile_ts":null,%b%d}}'
+
+#: key -> (its JSON string, its UTF-8 bytes): user ids repeat, and both cost a
+#: call each. Emptied when full, so memory stays bounded with many users.
+_KEY_BYTES: dict[str, tuple[bytes, bytes]] = {}
+_KEY_BYTES_MAX = 1 << 18
+
+
+def _key_bytes(key: str) -> tuple[bytes, bytes]:
+    if len(_KEY_BYTES) >= _KEY_BYTES_MAX:
+        _KEY_BYTES.clear()
+    pair = _KEY_BYTES[key] = (orjson.dumps(key), key.encode())
+    return pair
+
+
 def encode_results(
     results: list[JoinResult],
     joined_topic: str,
@@ -135,41 +167,93 @@ def encode_results(
     ``pairs``: a click may have several results (interval join), so a matched
     result's lineage names the profile version too.
     """
-    out: list[OutMessage] = []
-    append = out.append
-    joined = collided = 0
+    groups = _encode([results], joined_topic, unmatched_topic, flat, dlq_topic, pairs, None)
+    return groups.get(0, [])
+
+
+def encode_routed(
+    result_lists: list[list[JoinResult]],
+    joined_topic: str,
+    unmatched_topic: str | None,
+    flat: FlatShape | None,
+    dlq_topic: str,
+    pairs: bool,
+    slot_range: SlotRange,
+) -> list[tuple[str, list[OutMessage]]]:
+    """:func:`encode_results` for several lists, each message already grouped
+    by its sink slot (``(str(slot), messages)``, as the exactly-once sink's
+    ``route`` step emits): one pass over the results instead of two."""
+    groups = _encode(result_lists, joined_topic, unmatched_topic, flat, dlq_topic, pairs, slot_range)
+    return [(str(slot), group) for slot, group in groups.items()]
+
+
+def _encode(
+    result_lists: list[list[JoinResult]],
+    joined_topic: str,
+    unmatched_topic: str | None,
+    flat: FlatShape | None,
+    dlq_topic: str | None,
+    pairs: bool,
+    slot_range: SlotRange | None,
+) -> dict[int, OutBatch]:
+    """The messages of every result, grouped by sink slot (all in slot 0
+    without ``slot_range``)."""
+    groups: dict[int, OutBatch] = {}
+    joined = unmatched = 0
     unmatched_to = unmatched_topic or joined_topic
-    nested, dumps, prefixes = _NESTED, orjson.dumps, _source_prefix
-    for result in results:
-        click, profile = result
-        source, lineage_prefix = prefixes(click.topic, click.partition)
-        if flat is None:  # encode_result, inline: this loop is the hot path
-            value = nested % (
-                dumps(click.key),
-                click.value,
-                b"null" if profile is None else profile.value,
-                click.ts_ms,
-                b"null" if profile is None else b"%d" % profile.ts_ms,
-                source,
-                click.offset,
-            )
-        else:
-            encoded = encode_flat(result, flat)
-            if type(encoded) is str:
-                append(_collision_dead_letter(result, encoded, dlq_topic or ""))
-                collided += 1
-                continue
-            value = encoded  # type: ignore[assignment]  # bytes: mypy does not narrow on `type(x) is not str`
-        lineage = b"%b%d" % (lineage_prefix, click.offset)
-        if profile is None:
-            topic = unmatched_to
-        else:
-            joined += 1
-            topic = joined_topic
-            if pairs:
-                lineage += b"|%b%d" % (prefixes(profile.topic, profile.partition)[1], profile.offset)
-        append(new_out_message((topic, click.key.encode(), value, None, lineage)))
-    unmatched = len(results) - joined - collided
+    if slot_range is None:
+        joined_slots = unmatched_slots = (0, 1)
+    else:
+        joined_slots, unmatched_slots = slot_range(joined_topic), slot_range(unmatched_to)
+    prefixes, keys, crc32 = _source_prefix, _KEY_BYTES, zlib.crc32
+    last_source: tuple[str, int] | None = None
+    source = lineage_prefix = b""
+    for results in result_lists:
+        for result in results:
+            click, profile = result
+            # Results come in runs from one click partition: look its prefixes up once per run.
+            if last_source is None or click.partition != last_source[1] or click.topic != last_source[0]:
+                last_source = (click.topic, click.partition)
+                source, lineage_prefix = prefixes(click.topic, click.partition)
+            key_json, key = keys.get(click.key) or _key_bytes(click.key)
+            if flat is not None:
+                encoded = encode_flat(result, flat)
+                if type(encoded) is str:
+                    dead = _collision_dead_letter(result, encoded, dlq_topic or "")
+                    slot = (
+                        0 if slot_range is None else slot_for(slot_range(dead.topic), dead.key, dead.lineage)
+                    )
+                    groups.setdefault(slot, OutBatch()).append(dead)
+                    continue
+                value = encoded
+            elif profile is None:  # nested, inline: this loop is the hot path
+                value = _UNMATCHED % (key_json, click.value, click.ts_ms, source, click.offset)
+            else:
+                value = _MATCHED % (
+                    key_json,
+                    click.value,
+                    profile.value,
+                    click.ts_ms,
+                    profile.ts_ms,
+                    source,
+                    click.offset,
+                )
+            lineage = b"%b%d" % (lineage_prefix, click.offset)
+            if profile is None:
+                unmatched += 1
+                topic, (first, count) = unmatched_to, unmatched_slots
+            else:
+                joined += 1
+                topic, (first, count) = joined_topic, joined_slots
+                if pairs:
+                    lineage += b"|%b%d" % (prefixes(profile.topic, profile.partition)[1], profile.offset)
+            slot = first + crc32(key) % count  # records.slot_for, inline
+            group = groups.get(slot)
+            message = new_out_message((topic, key, value, None, lineage))
+            if group is None:
+                groups[slot] = OutBatch((message,))
+            else:
+                group.append(message)
     JOINED.inc(joined)
     UNMATCHED.inc(unmatched)
-    return out
+    return groups

@@ -8,6 +8,7 @@ records pays it once. Every type is a NamedTuple: cheap to build, to pickle
 
 from __future__ import annotations
 
+import zlib
 from enum import IntEnum
 from functools import partial
 from typing import NamedTuple, final
@@ -183,6 +184,13 @@ def rows_of(items: list, cls: type) -> list[tuple] | None:
     if items and set(map(type, items)) == {cls}:
         return list(map(tuple, items))
     return None
+
+
+def slot_for(slots: tuple[int, int], key: bytes | None, lineage: bytes | None) -> int:
+    """The sink slot of a message among its topic's ``slots`` (first, count):
+    by ``crc32`` of its key, or of its lineage id when it has no key. Stable
+    across runs (every writer of a Kafka partition must agree on it)."""
+    return slots[0] + zlib.crc32(key if key is not None else (lineage or b"")) % slots[1]
 
 
 class OutBatch(list):

@@ -7,7 +7,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from operators.join_output import FlatShape, encode_results
+from connectors.output_layout import OutputLayout
+from operators.join_output import FlatShape, encode_results, encode_routed
 from operators.records import Event, JoinResult
 
 CLICK = Event("42", 1000, b'{"uid":42,"page":"/home","tier":"click-tier"}', "clicks", 3, 17, b"k42")
@@ -144,3 +145,46 @@ def test_the_lineage_field_follows_the_collision_policy_too(policy, expected):
         ]
     else:
         assert values(out) == [("joined", b"42", expected)]
+
+
+def _layout(counts: dict[str, int]) -> OutputLayout:
+    """A layout with known partition counts (no broker asked)."""
+    layout = OutputLayout({}, list(counts))
+    layout._counts = dict(counts)
+    first = 0
+    for topic, n in counts.items():
+        layout._slot_of[topic] = (first, n)
+        first += n
+    return layout
+
+
+@pytest.mark.parametrize("shape", [None, FlatShape("p_", "dead_letter")])
+@pytest.mark.parametrize("unmatched_topic", [None, "unmatched"])
+@pytest.mark.parametrize("pairs", [False, True])
+def test_encoding_and_routing_in_one_pass_gives_each_sink_slot_the_same_messages(
+    shape, unmatched_topic, pairs
+):
+    """The clicks job encodes and routes in one pass (`encode_routed`); every
+    slot must get exactly what encoding then the sink's own routing gives,
+    in the same order: matched, unmatched and colliding clicks (to the DLQ),
+    from several click partitions, in several result lists."""
+    layout = _layout({"joined": 3, "unmatched": 2, "dlq": 2})
+    lists = []
+    for n in range(4):
+        results = []
+        for i in range(25):
+            user = str(i % 7 + n)
+            value = b'{"page":"/%d"}' % i if i % 5 else b'{"p_tier":"clash"}'
+            click = Event(user, 1000 + i, value, "clicks", i % 3, 100 * n + i, None)
+            profile = None if i % 4 == 0 else Event(user, 900, b'{"tier":"gold"}', "profiles", 1, i, None)
+            results.append(JoinResult(click, profile))
+        lists.append(results)
+    dlq = "dlq"
+    expected = layout.route_lists(
+        [encode_results(rs, "joined", unmatched_topic, shape, dlq, pairs) for rs in lists]
+    )
+    got = encode_routed(lists, "joined", unmatched_topic, shape, dlq, pairs, layout.slot_range)
+    assert sorted(got) == sorted(expected)
+    assert sum(len(ms) for _, ms in got) == 100
+    if shape is not None:
+        assert {m.topic for _, ms in got for m in ms} >= {"dlq"}
