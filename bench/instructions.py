@@ -5,7 +5,8 @@ hour; instruction counts (``valgrind --tool=callgrind``, every thread of the
 process) repeat to a fraction of a percent. This runs the baseline once and
 ``dataflows.clicks`` once per given revision on one small seeded workload on
 the local broker, and prints, per run, all instructions, those of start-up
-(imports and building the flow, measured apart) and the rest per event.
+(the imports and the GC set-up, measured apart; building the flow and
+connecting to Kafka count in the rest) and the rest per event.
 
     python -m bench.instructions 3a0641f HEAD      # about 2 minutes per run
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from bench.common import REPO, job_env, resolve_code_dir, table
 
-#: What the job's start-up imports and runs before its first poll.
+#: What the job imports and runs at start-up (the flow itself is built later).
 JOB_STARTUP = "import bytewax.run, dataflows.clicks\nfrom dataflows.runtime import tune_gc\ntune_gc()\n"
 #: What the baseline imports before its first poll.
 BASELINE_STARTUP = (
@@ -48,6 +49,8 @@ def instructions(command: list[str], env: dict[str, str], cwd: Path) -> int:
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{out.stderr[-3000:]}")
     found = re.findall(r"I\s+refs:\s+([\d,]+)", out.stderr)
+    if not found:
+        raise SystemExit(f"no instruction count in valgrind's output:\n{out.stderr[-2000:]}")
     return int(found[-1].replace(",", ""))
 
 

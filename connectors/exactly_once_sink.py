@@ -193,43 +193,45 @@ class _ExactlyOncePartition(StatefulSinkPartition[list[OutMessage], SinkSnapshot
         produce = self._producer.produce
         topic, partition, skip = self.topic, self.partition, self.skip
         written = 0
-        for messages in items:
-            for _, key, value, original, lineage in messages:
-                lineage = lineage or b""
-                if skip and lineage in skip:
-                    del skip[lineage]
-                    self.skipped += 1
-                    continue
-                if original:
-                    headers: list[tuple[str, str | bytes | None]] = [*original, (LINEAGE_HEADER, lineage)]
-                else:
-                    headers = [(LINEAGE_HEADER, lineage)]
-                try:
+        try:
+            for messages in items:
+                for _, key, value, original, lineage in messages:
+                    lineage = lineage or b""
+                    if skip and lineage in skip:
+                        del skip[lineage]
+                        self.skipped += 1
+                        continue
+                    if original:
+                        headers: list[tuple[str, str | bytes | None]] = [*original, (LINEAGE_HEADER, lineage)]
+                    else:
+                        headers = [(LINEAGE_HEADER, lineage)]
                     try:
-                        # Positional: keyword arguments cost confluent-kafka's
-                        # argument parser more than the produce itself (measured:
-                        # ~9,900 instructions per call with `partition=`,
-                        # `headers=`, ~5,900 positional). The two Nones leave the
-                        # producer's delivery callback in place; 0 = now.
-                        produce(topic, value, key, partition, None, None, 0, headers)
-                    except BufferError:
-                        produce_with_backpressure(
-                            self._producer,
-                            topic,
-                            value,
-                            key,
-                            partition=partition,
-                            headers=headers,
-                            poll_s=0.1,
-                            on_wait=self._collect_reports,
-                        )
-                except KafkaException as exc:
-                    self._failed = True
-                    raise DeliveryError(
-                        f"cannot produce to {topic}[{partition}] (key={key!r}): {exc}"
-                    ) from exc
-                written += 1
-        self.written += written
+                        try:
+                            # Positional: keyword arguments cost confluent-kafka's
+                            # argument parser more than the produce itself (measured:
+                            # ~9,900 instructions per call with `partition=`,
+                            # `headers=`, ~5,900 positional). The two Nones leave the
+                            # producer's delivery callback in place; 0 = now.
+                            produce(topic, value, key, partition, None, None, 0, headers)
+                        except BufferError:
+                            produce_with_backpressure(
+                                self._producer,
+                                topic,
+                                value,
+                                key,
+                                partition=partition,
+                                headers=headers,
+                                poll_s=0.1,
+                                on_wait=self._collect_reports,
+                            )
+                    except KafkaException as exc:
+                        self._failed = True
+                        raise DeliveryError(
+                            f"cannot produce to {topic}[{partition}] (key={key!r}): {exc}"
+                        ) from exc
+                    written += 1
+        finally:  # what was produced before an error counts too
+            self.written += written
         # Serve delivery reports without waiting; a failure stops the flow.
         self._producer.poll(0)
         self._collect_reports()

@@ -47,7 +47,7 @@ from operators.event_parsing import (
     time_converter,
     unit_hint,
 )
-from operators.records import DeadLetter, Event, SourceRecord, new_event
+from operators.records import DeadLetter, Event, SourceRecord, dumps_compact, new_event
 
 log = logging.getLogger("operators.record_mapping")
 
@@ -199,7 +199,7 @@ def make_parser(mapping: RecordMapping, fast: bool = True) -> Parser:
             ts_ms = read_time(obj, record, now_ms)
         except Reject as rej:
             return DeadLetter(record, topic, rej.reason, rej.detail, stage)
-        value = record.value if keep is None else orjson.dumps({f: obj[f] for f in keep if f in obj})
+        value = record.value if keep is None else dumps_compact({f: obj[f] for f in keep if f in obj})
         return new_event((key, ts_ms, value, topic, record.partition, record.offset, record.key))
 
     def checked(record: SourceRecord, topic: str, now_ms: int) -> Event | DeadLetter:
@@ -269,7 +269,7 @@ def make_parser(mapping: RecordMapping, fast: bool = True) -> Parser:
                     return finish(obj, record, topic, now_ms)
                 if min_ms <= ts_ms <= now_ms + max_skew:
                     if keep is not None:
-                        value = orjson.dumps({f: obj[f] for f in keep if f in obj})
+                        value = dumps_compact({f: obj[f] for f in keep if f in obj})  # kept in state
                     return new_event((key, ts_ms, value, topic, record.partition, record.offset, record.key))
                 return finish(obj, record, topic, now_ms)
         return checked(record, topic, now_ms)

@@ -4,11 +4,15 @@ what happens when a flat name collides with a click field."""
 
 from __future__ import annotations
 
+import tracemalloc
+import zlib
+
 import orjson
 import pytest
 
 from connectors.output_layout import OutputLayout
-from operators.join_output import FlatShape, encode_results, encode_routed
+from operators import join_output
+from operators.join_output import FlatShape, encode_result, encode_results, encode_routed
 from operators.records import Event, JoinResult
 
 CLICK = Event("42", 1000, b'{"uid":42,"page":"/home","tier":"click-tier"}', "clicks", 3, 17, b"k42")
@@ -188,3 +192,39 @@ def test_encoding_and_routing_in_one_pass_gives_each_sink_slot_the_same_messages
     assert sum(len(ms) for _, ms in got) == 100
     if shape is not None:
         assert {m.topic for _, ms in got for m in ms} >= {"dlq"}
+        return
+    # Independently of the shared encoder: each value is what the one-record
+    # encoder gives, each message is in its key's slot of its topic.
+    by_lineage = {
+        b"clicks/%d/%d" % (r.click.partition, r.click.offset): r for results in lists for r in results
+    }
+    for slot, messages in got:
+        for m in messages:
+            result = by_lineage[m.lineage.split(b"|")[0]]
+            assert m.value == encode_result(result)
+            assert m.topic == ("joined" if result.profile is not None else unmatched_topic or "joined")
+            first, count = {"joined": (0, 3), "unmatched": (3, 2)}[m.topic]
+            assert int(slot) == first + zlib.crc32(result.click.key.encode()) % count
+
+
+def test_the_user_id_cache_holds_each_id_at_its_size_and_empties_when_full(monkeypatch):
+    """The encoder caches each user id's JSON and bytes; orjson's own result
+    carries its whole ~4 KB buffer, so the cache keeps a copy, and it is
+    emptied when full. Every message stays right across the emptying."""
+    monkeypatch.setattr(join_output, "_KEY_BYTES", {})
+    monkeypatch.setattr(join_output, "_KEY_BYTES_MAX", 1000)
+    clicks = [Event(f"user-{i}", 1000, b"{}", "clicks", 0, i, None) for i in range(2500)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        out = encode_results([JoinResult(c, None) for c in clicks[:1000]], "joined", None)
+        del out
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(join_output._KEY_BYTES) == 1000
+    assert held / 1000 < 400  # bytes per cached id (orjson's result alone: ~4,100)
+    out = encode_results([JoinResult(c, None) for c in clicks], "joined", None)
+    assert len(join_output._KEY_BYTES) == 500  # emptied twice on the way
+    assert [orjson.loads(m.value)["user_id"] for m in out] == [c.key for c in clicks]
+    assert [m.key for m in out] == [c.key.encode() for c in clicks]

@@ -4,6 +4,7 @@ in the unit it declares; a wrong unit is refused with a detail naming the fix.""
 from __future__ import annotations
 
 import logging
+import tracemalloc
 
 import orjson
 import pytest
@@ -297,6 +298,25 @@ def test_kept_fields_reencode_the_value_with_only_those():
     out = parse(mapping, r)
     assert out == Event("u", T0, b'{"tier":"gold","city":"Oslo"}', TOPIC, 1, 5, b"k")
     assert mapping.stage == "decode_profile"
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_kept_fields_values_held_in_state_take_their_size(fast):
+    """Profiles with kept fields are held by the join: their re-encoded value
+    must not carry orjson's whole output buffer (~4 KB each)."""
+    parse_profile = make_parser(
+        RecordMapping("profiles", time="updated_at", keep_fields=("tier",)), fast=fast
+    )
+    records = [rec({"user_id": f"u{i}", "updated_at": T0, "tier": "gold"}) for i in range(500)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        held = [parse_profile(r, TOPIC, NOW) for r in records]
+        per_event = (tracemalloc.get_traced_memory()[0] - before) / len(held)
+    finally:
+        tracemalloc.stop()
+    assert {e.value for e in held} == {b'{"tier":"gold"}'}
+    assert per_event < 600  # bytes: the event, its key and its 15-byte value
 
 
 # -- the fast path decides exactly as the checked path ----------------------
