@@ -80,11 +80,6 @@ class OutputLayout:
         counts = self.counts()
         return [(t, p) for t in self.topics for p in range(counts[t])]
 
-    def route(self, messages: list[OutMessage]) -> list[tuple[str, list[OutMessage]]]:
-        """Group messages by destination slot; the key is the slot index as a
-        decimal string (``"7"``, not zero-padded)."""
-        return self.route_lists([messages])
-
     def slot_range(self, topic: str) -> tuple[int, int]:
         """``topic``'s slots: (the first one's index, how many)."""
         self.counts()
@@ -94,13 +89,16 @@ class OutputLayout:
         return where
 
     def route_lists(self, lists: list[list[OutMessage]]) -> list[tuple[str, list[OutMessage]]]:
-        """:meth:`route` for every message of several lists at once: one batch
-        per slot for all of them (fewer, larger items for Bytewax)."""
-        slot_range = self.slot_range
+        """Group the messages of several lists by destination slot, one batch
+        per slot for all of them (fewer, larger items for Bytewax); the key is
+        the slot index as a decimal string (``"7"``, not zero-padded)."""
+        self.counts()
+        slot_of = self._slot_of
         groups: dict[int, OutBatch] = {}
         for messages in lists:
             for msg in messages:
-                slot = slot_for(slot_range(msg.topic), msg.key, msg.lineage)
+                slots = slot_of.get(msg.topic) or self.slot_range(msg.topic)  # the latter raises
+                slot = slot_for(slots, msg.key, msg.lineage)
                 group = groups.get(slot)
                 if group is None:
                     groups[slot] = OutBatch((msg,))
